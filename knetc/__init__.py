@@ -8,7 +8,7 @@ function from per-primitive rules, compiles and caches it, and runs it.
 from .rules import load_all as _load_rules
 from .rules.registry import adjoint, adjoint_emitter, nondifferentiable
 from .errors import KnetcError, LossError, MutationError, NoRuleError, UnsupportedSyntax
-from .api import Differentiable, Grad, differentiable, grad, gradloss, show
+from .api import Differentiable, Grad, cache_info, differentiable, grad, gradloss, show
 from .runtime.prims import (elu, getval, logp, logsumexp, mat, relu, selu, sigm, softmax,
                             training, training_mode)
 

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import threading
 import weakref
 from typing import Any, Callable
 
 from . import errors
-from .cache import spec_of
-from .pipeline import Entry, build
+from .cache import CacheInfo, SpecCache, spec_of
+from .pipeline import Entry, can_run_traced, compile_trace, run_traced, trace
 from .runtime import prims
 
 _compiled_log: list[Entry] = []   # every adjoint compiled in this process (for `knetc show`)
@@ -17,23 +18,32 @@ _CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 MAX_ENTRIES = 512   # specializations kept per function: dynamic structures (trees) are unbounded
 MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dependent shapes)
+# Tier 0 (knetc/pipeline.py): once a function has missed the cache this many times and misses
+# outnumber hits (a new structure every call, like a parse tree per sentence), a new
+# specialization first runs uncompiled; it is compiled when its key comes back. KNETC_TIER0=0
+# (or ``knetc show``) compiles every specialization.
+TIER0_AFTER = 2
+TIER0 = os.environ.get("KNETC_TIER0", "1") != "0"
 
 
-def _shared_cache(fun, argnum: int, with_loss: bool) -> dict:
+def _shared_cache(fun, argnum: int, with_loss: bool) -> SpecCache:
     """One cache per (function, argnum, with_loss), shared by every grad(fun) made for it, so
     ``knetc.grad(loss)(w, x, y)`` written inside a training loop compiles once, like a stored grad.
 
     Keyed by the function object (not only its code): closures of one def differ in their cells.
     """
     if isinstance(fun, Grad):
-        return {}
+        return SpecCache()
     try:
         per_fun = _CACHES.get(fun)
         if per_fun is None:
             per_fun = _CACHES[fun] = {}
     except TypeError:   # not weak-referenceable: a cache of its own
-        return {}
-    return per_fun.setdefault((argnum, with_loss), {})
+        return SpecCache()
+    cache = per_fun.get((argnum, with_loss))
+    if cache is None:
+        cache = per_fun[(argnum, with_loss)] = SpecCache()
+    return cache
 _log_hooks: list[Callable[[Entry], None]] = []
 
 
@@ -74,25 +84,41 @@ class Grad:
         return tuple(b.arguments[p] for p in self._params)
 
     def __call__(self, *args, **kwargs):
-        bound = self._bind(args, kwargs)
-        key = spec_of(bound)
+        if kwargs or not self._simple or len(args) != self._npos:
+            args = self._bind(args, kwargs)
+        key = spec_of(args)
         entries = self._cache.get(key)
-        state = prims._state
-        was = getattr(state, "training", False)
-        state.training = True      # dropout is active while differentiating
-        try:
-            if entries is not None:
-                for entry in entries:
-                    try:
-                        result = entry.fn(*bound)
-                    except errors.GuardFailed:
-                        continue
-                    return result if self.with_loss else result[0]
-            entry = self._specialize_bound(bound, key=key)
-            result = entry.fn(*bound)
-            return result if self.with_loss else result[0]
-        finally:
-            state.training = was
+        if entries is not None:
+            for entry in entries:
+                try:
+                    result = entry.run(*args)
+                except errors.GuardFailed:
+                    continue
+                self._cache.hits += 1
+                return result if self.with_loss else result[0]
+        result = self._miss(args, key, new_key=entries is None)
+        return result if self.with_loss else result[0]
+
+    def _miss(self, bound: tuple, key, new_key: bool) -> tuple:
+        """Specialize for a call no cached entry fits, and run it: ``(gradient, loss)``.
+
+        A key never seen may run at tier 0; a known key whose guards all failed (another branch)
+        is compiled, as branches of one structure tend to recur."""
+        cache = self._cache
+        cache.misses += 1
+        if TIER0 and new_key and cache.misses > TIER0_AFTER and cache.hits < cache.misses \
+                and not cache.seen_once(key):
+            fun = self.fun
+            if not isinstance(fun, Grad):
+                with prims.training_mode(True):
+                    tr = trace(fun, self._params, self._kinds, bound, self.argnum)
+                    if can_run_traced(tr):
+                        cache.tier0 += 1
+                        return run_traced(tr)
+                    entry = compile_trace(tr)
+                self._store(key, entry)
+                return entry.run(*bound)
+        return self._specialize_bound(bound, key=key).run(*bound)
 
     def specialize(self, args, kwargs=None, *, pure: bool = False) -> Entry:
         """Compile the adjoint for these arguments (as a call would pass them). ``pure`` avoids
@@ -105,19 +131,21 @@ class Grad:
         if isinstance(fun, Grad):
             fun = _grad_as_function(fun, bound)
         with prims.training_mode(True):
-            entry = build(fun, self._params, self._kinds, bound, self.argnum, pure=pure)
-        if not pure:
-            key = spec_of(bound) if key is None else key
-            with self._lock:
-                entries = self._cache.setdefault(key, [])
-                entries.insert(0, entry)
-                del entries[MAX_BRANCHES:]   # guarded variants of one key: keep the recent ones
-                while len(self._cache) > MAX_ENTRIES:   # drop the oldest specialization
-                    del self._cache[next(iter(self._cache))]
-        _compiled_log.append(entry)
-        for hook in _log_hooks:
-            hook(entry)
+            entry = compile_trace(trace(fun, self._params, self._kinds, bound, self.argnum, pure=pure))
+        if pure:
+            _log(entry)
+        else:
+            self._store(spec_of(bound) if key is None else key, entry)
         return entry
+
+    def _store(self, key, entry: Entry) -> None:
+        with self._lock:
+            entries = self._cache.setdefault(key, [])
+            entries.insert(0, entry)
+            del entries[MAX_BRANCHES:]   # guarded variants of one key: keep the recent ones
+            while len(self._cache) > MAX_ENTRIES:   # drop the oldest specialization
+                del self._cache[next(iter(self._cache))]
+        _log(entry)
 
     def source(self, *args, **kwargs) -> str:
         """The generated adjoint source for these arguments (compiling it if not cached yet;
@@ -128,6 +156,12 @@ class Grad:
 
     def __repr__(self):
         return f"<knetc.grad of {getattr(self.fun, '__qualname__', self.fun)} wrt argument {self.argnum}>"
+
+
+def _log(entry: Entry) -> None:
+    _compiled_log.append(entry)
+    for hook in _log_hooks:
+        hook(entry)
 
 
 def _grad_as_function(g: Grad, bound):
@@ -166,6 +200,18 @@ def show(fun: Callable, *args, argnum: int = 0, **kwargs) -> str:
     """The generated adjoint source of ``fun`` for these arguments."""
     g = fun if isinstance(fun, Grad) else Grad(fun, argnum)
     return g.source(*args, **kwargs)
+
+
+def cache_info(fun: Callable, argnum: int = 0, with_loss: bool = False) -> CacheInfo:
+    """Hits, misses, compiled entries and uncompiled (tier 0) runs of ``grad(fun, argnum)``
+    (``with_loss=True``: of ``gradloss``; a ``Grad`` or ``@differentiable`` function: its own).
+
+    Many misses mean the arguments' shapes, structure or steering values keep changing."""
+    if isinstance(fun, Differentiable):
+        return fun._g._cache.info()
+    if isinstance(fun, Grad):
+        return fun._cache.info()
+    return _shared_cache(fun, argnum, with_loss).info()
 
 
 class Differentiable:

@@ -10,6 +10,7 @@ import itertools
 import linecache
 import operator
 import os
+import weakref
 
 import numpy as np
 
@@ -155,12 +156,22 @@ def render(name: str, params: list[str], stmts: list[Stmt], header: list[str]) -
     return "\n".join(lines) + "\n"
 
 
-def compile_function(source: str, name: str, namespace: dict):
-    """Compile generated source under a unique pseudo-file registered with linecache."""
+def register_source(source: str, name: str) -> str:
+    """A unique pseudo-file name for generated source, registered with linecache so tracebacks,
+    debuggers and ``inspect`` show the generated lines."""
     filename = f"<knetc-{next(_counter)}-{name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    return filename
+
+
+def compile_function(source: str, name: str, namespace: dict):
+    """Compile generated source under a unique pseudo-file registered with linecache."""
+    filename = register_source(source, name)
     code = compile(source, filename, "exec")
     exec(code, namespace)
     fn = namespace[name]
     fn.__knetc_source__ = source
+    # The source lives as long as the function (a model with a new structure every call would
+    # otherwise fill linecache without bound).
+    weakref.finalize(fn, linecache.cache.pop, filename, None)
     return fn

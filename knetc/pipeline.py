@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import linecache
 import os
 import time
 from dataclasses import dataclass, field
@@ -10,8 +11,9 @@ import numpy as np
 
 from . import errors
 from .reverse import Adjoint
-from .codegen import Stmt, call_code, code_of, compile_function, render
+from .codegen import Stmt, call_code, code_of, compile_function, register_source, render
 from .optimize import eliminate_dead_code, insert_frees
+from .runtime import prims
 from .runtime.backend import devices_of
 from .specialize import Specializer
 from .tape import Sym, Tape
@@ -19,17 +21,42 @@ from .tape import Sym, Tape
 
 @dataclass
 class Entry:
-    """One cached specialization: the compiled adjoint and how it was made."""
+    """One cached specialization: the compiled adjoint and how it was made.
+
+    ``fn`` is the generated function; ``run`` calls it, inside ``training_mode(True)`` when its
+    code calls primitives that read the training flag (dropout, batchnorm, user rules)."""
     fn: object
     source: str
     name: str
     nops: int
     seconds: float
     info: dict = field(default_factory=dict)
+    run: object = None
+
+    def __post_init__(self):
+        if self.run is None:
+            self.run = self.fn
 
 
-def build(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bool = False) -> Entry:
-    """Specialize ``fn`` to ``args``, differentiate wrt ``args[argnum]``, compile."""
+@dataclass
+class Trace:
+    """One specialization before code generation: the forward tape (with this call's values)
+    and the adjoint statements."""
+    fn: object
+    params: list
+    args: tuple
+    argnum: int
+    pure: bool
+    xp: object
+    tape: Tape
+    adj: Adjoint
+    wrt: object
+    loss: object
+    started: float
+
+
+def trace(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bool = False) -> Trace:
+    """Specialize ``fn`` to ``args`` and write the adjoint wrt ``args[argnum]`` (no code yet)."""
     t0 = time.perf_counter()
     xp = _array_module(fn, params, args)
     tape = Tape()
@@ -51,14 +78,24 @@ def build(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bo
             call_args.append(value)
     result = spec.run(fn, call_args, call_kwargs)
     loss = _check_loss(result, fn)
-
     adj = Adjoint(tape, pure)
     if type(loss) is Sym and loss.diff:
         adj.run(loss)
+    return Trace(fn, params, args, argnum, pure, xp, tape, adj, wrt, loss, t0)
+
+
+def build(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bool = False) -> Entry:
+    """Specialize ``fn`` to ``args``, differentiate wrt ``args[argnum]``, compile."""
+    return compile_trace(trace(fn, params, kinds, args, argnum, pure))
+
+
+def compile_trace(tr: Trace) -> Entry:
+    """Generate, optimize and compile the whole adjoint function of a trace."""
+    fn, params, args, tape, adj, xp = tr.fn, tr.params, tr.args, tr.tape, tr.adj, tr.xp
     forward = [_forward_stmt(op, tape) for op in tape.ops]
     uses: list[str] = []
-    grads = _grad_structure(wrt, adj, uses)
-    loss_code = code_of(loss, tape, uses)
+    grads = _grad_structure(tr.wrt, adj, uses)
+    loss_code = code_of(tr.loss, tape, uses)
     ret = Stmt(f"return {grads}, {loss_code}", uses=uses, effect=True)
     stmts = eliminate_dead_code(forward + adj.stmts + [ret], ())
     # On the GPU, runs of elementwise statements become one fused CUDA kernel each (knetc/fuse.py;
@@ -79,19 +116,96 @@ def build(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bo
 
     name = f"{_ident(fn.__name__)}_grad"
     shapes = ", ".join(_describe(a) for a in args)
-    header = [f"knetc: gradient of {fn.__qualname__} ({_where(fn)}) wrt {params[argnum]}",
-              f"specialized to ({shapes})" + ("; pure (no in-place updates)" if pure else "")]
+    header = [f"knetc: gradient of {fn.__qualname__} ({_where(fn)}) wrt {params[tr.argnum]}",
+              f"specialized to ({shapes})" + ("; pure (no in-place updates)" if tr.pure else "")]
     # Generated code says np.*; for CuPy arguments `np` is bound to cupy (the cache keys on the
     # array type, so CPU and GPU specializations never share code).
     if xp is not np:
         header.append("np = cupy: this specialization runs on the GPU")
     source = render(name, params, stmts, header)
-    namespace = {"np": xp, "_GuardFailed": errors.GuardFailed}
+    namespace = _namespace(tape, xp)
     namespace.update(kernels)
-    namespace.update({code: obj for code, obj in tape.refs.values() if "." not in code})
     compiled = compile_function(source, name, namespace)
     nops = sum(1 for s in stmts if not s.code.startswith(("del ", "return ")))
-    return Entry(compiled, source, name, nops, time.perf_counter() - t0)
+    run = _in_training(compiled) if _reads_training(tape) else compiled
+    return Entry(compiled, source, name, nops, time.perf_counter() - tr.started, run=run)
+
+
+def _reads_training(tape) -> bool:
+    """May the generated code's primitives read ``training()`` when they run?"""
+    return any(op.kind == "call" and (op.rule.impure or op.rule.forward is not None
+                                      or not op.rule.builtin) for op in tape.ops)
+
+
+def _in_training(fn):
+    """``fn`` run with the training flag on (dropout active while differentiating), as when traced."""
+    state = prims._state
+
+    def run(*args):
+        was = getattr(state, "training", False)
+        state.training = True
+        try:
+            return fn(*args)
+        finally:
+            state.training = was
+    return run
+
+
+def _namespace(tape, xp) -> dict:
+    """The globals of generated code: np, the guard exception, and every object it refers to."""
+    namespace = {"np": xp, "_GuardFailed": errors.GuardFailed}
+    namespace.update({code: obj for code, obj in tape.refs.values() if "." not in code})
+    return namespace
+
+
+# ---------------------------------------------------------------------------------------------
+# Tier 0: a specialization's first run without compiling its whole function.
+#
+# Specializing already ran the forward pass on this call's arguments: every intermediate's value
+# is on the tape. A model whose structure changes every call (a new parse tree per sentence)
+# would compile a function to run it once; instead, tier 0 compiles only the adjoint statements
+# (about half the lines) and runs them over the recorded values. The whole function is compiled
+# when the same specialization is called again (knetc/api.py decides when tier 0 is used).
+
+def can_run_traced(tr: Trace) -> bool:
+    """Tier 0 needs the recorded values to be this call's: no primitive whose generated forward
+    differs from the traced one (random draws, running statistics, saved values)."""
+    if tr.pure:
+        return False
+    for op in tr.tape.ops:
+        if op.kind == "call" and (op.rule.impure or op.rule.forward is not None):
+            return False
+    return True
+
+
+def run_traced(tr: Trace) -> tuple:
+    """``(gradient, loss)`` of the traced call: its stores, then its adjoint over the tape's values."""
+    tape, adj = tr.tape, tr.adj
+    env = _namespace(tape, tr.xp)
+    env.update(zip(tr.params, tr.args))
+    stores = []
+    for op in tape.ops:
+        kind = op.kind
+        if kind == "call" or kind == "read":
+            if type(op.outs) is tuple:
+                for o in op.outs:
+                    if o is not None:
+                        env[o.name] = o.val
+            else:
+                env[op.outs.name] = op.outs.val
+        elif kind == "store":
+            stores.append(op.expr)
+    uses: list[str] = []
+    grads = _grad_structure(tr.wrt, adj, uses)
+    loss_code = code_of(tr.loss, tape, uses)
+    ret = Stmt(f"_result = {grads}, {loss_code}", uses=uses, effect=True)
+    stmts = eliminate_dead_code(adj.stmts + [ret], ())
+    source = "\n".join(stores + [s.code for s in stmts]) + "\n"
+    filename = register_source(source, f"{_ident(tr.fn.__name__)}_grad_tier0")
+    # One dict for globals and locals: generated comprehensions see every name.
+    exec(compile(source, filename, "exec"), env)
+    linecache.cache.pop(filename, None)   # kept for the traceback only when it raised
+    return env["_result"]
 
 
 def _forward_stmt(op, tape) -> Stmt:

@@ -9,6 +9,12 @@ import knetc
 from knetc import api
 
 
+@pytest.fixture(autouse=True)
+def _compile_every_specialization(monkeypatch):
+    """These tests count compilations: tier 0 (first runs uncompiled) is tested on its own below."""
+    monkeypatch.setattr(api, "TIER0", False)
+
+
 def compiles():
     return len(api._compiled_log)
 
@@ -366,3 +372,125 @@ def test_boolean_mask_shape_is_guarded():
     g = knetc.grad(_masked)
     for x in (np.array([1.0, -1.0, 2.0]), np.array([1.0, 1.0, 2.0]), np.array([-1.0, -1.0, 2.0])):
         np.testing.assert_allclose(g(x), np.where(x > 0, np.cos(x), 0.0))
+
+
+# -- tier 0: a new structure every call runs uncompiled first ------------------------------
+
+def _encode(w, tree):
+    if isinstance(tree, tuple):
+        return np.tanh(np.concatenate([_encode(w, tree[0]), _encode(w, tree[1])]) @ w["W"] + w["b"])
+    return w["E"][tree]
+
+
+def _tree_loss(w, tree, label):
+    return -knetc.logp(_encode(w, tree) @ w["U"])[label]
+
+
+def _tree_params():
+    r = np.random.default_rng(5)
+    return {"E": r.standard_normal((7, 3)), "W": r.standard_normal((6, 3)) * 0.5,
+            "b": r.standard_normal(3), "U": r.standard_normal((3, 4))}
+
+
+TREES = [((0, 1), 2), (0, (1, (2, 3))), ((4, 5), (6, 0)), (((1, 1), 2), 3), (2, (5, 6)),
+         ((3, (4, 5)), 6), (((0, 1), (2, 3)), 4), (1, ((2, 6), 4))]
+
+
+@pytest.fixture
+def tier0(monkeypatch):
+    monkeypatch.setattr(api, "TIER0", True)
+
+
+def test_new_structures_run_at_tier_0_and_match_finite_differences(tier0):
+    def loss(w, tree, label):      # a function of its own: a cache that starts empty
+        return _tree_loss(w, tree, label)
+    w = _tree_params()
+    g = knetc.grad(loss)
+    n = compiles()
+    for i, tree in enumerate(TREES):
+        got = g(w, tree, i % 4)
+        want = knetc.numeric_grad(loss, w, tree, i % 4)
+        for k in w:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-8)
+    info = knetc.cache_info(loss)
+    assert info.misses == len(TREES) and info.hits == 0
+    assert info.tier0 == len(TREES) - api.TIER0_AFTER         # the first ones were compiled
+    assert compiles() == n + api.TIER0_AFTER and info.entries == api.TIER0_AFTER
+
+
+def test_a_tier_0_key_that_comes_back_is_compiled(tier0):
+    def loss(w, tree, label):
+        return _tree_loss(w, tree, label)
+    w = _tree_params()
+    g = knetc.gradloss(loss)
+    for tree in TREES:
+        g(w, tree, 1)
+    before = knetc.cache_info(loss, with_loss=True)
+    tree = TREES[-1]                                  # ran at tier 0
+    (d0, l0) = g(w, tree, 1)                          # comes back: compiled now
+    (d1, l1) = g(w, tree, 1)                          # and reused
+    after = knetc.cache_info(loss, with_loss=True)
+    assert after.entries == before.entries + 1 and after.tier0 == before.tier0
+    assert after.hits == before.hits + 1
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(api, "TIER0", False)
+        want, lw = knetc.gradloss(_tree_loss)(w, tree, 1)
+    for k in w:
+        np.testing.assert_allclose(d0[k], want[k], rtol=1e-12)
+        np.testing.assert_allclose(d1[k], want[k], rtol=1e-12)
+    assert l0 == l1 == pytest.approx(lw, rel=1e-12)
+
+
+def _tree_with_state(w, tree, state):
+    h = _encode(w, tree)
+    state[0] = knetc.getval(h)          # a store into the caller's list, as charlm's loss does
+    return np.sum(h * h)
+
+
+def test_tier_0_performs_the_stores_into_the_callers_data(tier0):
+    w = _tree_params()
+    g = knetc.grad(_tree_with_state)
+    for tree in TREES:
+        state = [None]
+        dw = g(w, tree, state)
+        np.testing.assert_allclose(state[0], _encode(w, tree), rtol=1e-12)
+        want = knetc.numeric_grad(lambda w: np.sum(_encode(w, tree) ** 2), w)
+        np.testing.assert_allclose(dw["W"], want["W"], rtol=1e-6, atol=1e-8)
+    assert knetc.cache_info(_tree_with_state).tier0 > 0
+
+
+def _tree_dropout(w, tree):
+    return np.sum(knetc.dropout(_encode(w, tree), 0.5) ** 2)
+
+
+def test_random_primitives_are_always_compiled(tier0):
+    # The generated forward draws its own mask: the traced values are not this call's.
+    w = _tree_params()
+    g = knetc.grad(_tree_dropout)
+    for tree in TREES:
+        dw = g(w, tree)
+        assert np.all(np.isfinite(dw["W"]))
+    info = knetc.cache_info(_tree_dropout)
+    assert info.tier0 == 0 and info.entries == len(TREES)
+
+
+def test_a_function_whose_calls_hit_the_cache_keeps_compiling(tier0):
+    def loss(w, x):
+        return np.sum(np.tanh(w * x))
+    g = knetc.grad(loss)
+    for n in range(1, 12):      # a new length now and then, each reused many times
+        w, x = rng.standard_normal(n), rng.standard_normal(n)
+        for _ in range(3):
+            np.testing.assert_allclose(g(w, x), x * (1 - np.tanh(w * x) ** 2))
+    info = knetc.cache_info(loss)
+    assert info == (22, 11, 11, 0)
+
+
+def test_cache_info_of_grad_objects_and_differentiable_functions():
+    @knetc.differentiable
+    def f(w):
+        return np.sum(w * w)
+    f.grad(np.ones(2)), f.grad(np.ones(2)), f.gradloss(np.ones(3))
+    assert knetc.cache_info(f) == (1, 2, 2, 0)
+    g = knetc.grad(_loss)
+    assert knetc.cache_info(g) == knetc.cache_info(_loss)

@@ -13,3 +13,4 @@ def load_all():
             __import__(f"{__name__}.{optional}")
         except ImportError:  # pragma: no cover - while the layer runtime is absent
             pass
+    registry.mark_builtin()

@@ -60,6 +60,7 @@ class Rule:
         self.fn, self.template, self.outputs, self.forward = fn, template, outputs, forward
         self.differentiable, self.impure, self.alias = differentiable, impure, alias
         self.name = name or _short_name(fn)
+        self.builtin = False    # knetc's own rules are marked after loading (rules/__init__.py)
         self._emitter = None
         self._lock = threading.Lock()
         if template is not None:
@@ -108,6 +109,13 @@ def _key(fn):
         return fn
     except TypeError:
         return id(fn)
+
+
+def mark_builtin() -> None:
+    """Mark every rule registered so far as knetc's own (their runtime never reads
+    ``training()`` unless impure or with a ``forward``); rules registered later are the user's."""
+    for rule in _rules.values():
+        rule.builtin = True
 
 
 def lookup(fn) -> Rule | None:
