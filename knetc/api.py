@@ -9,7 +9,7 @@ import weakref
 from typing import Any, Callable
 
 from . import errors
-from .cache import CacheInfo, SpecCache, spec_of
+from .cache import CacheInfo, SpecCache
 from .pipeline import Entry, can_run_traced, compile_trace, run_traced, trace
 from .runtime import prims
 
@@ -86,7 +86,7 @@ class Grad:
     def __call__(self, *args, **kwargs):
         if kwargs or not self._simple or len(args) != self._npos:
             args = self._bind(args, kwargs)
-        key = spec_of(args)
+        key = self._cache.key(args)
         entries = self._cache.get(key)
         if entries is not None:
             for entry in entries:
@@ -135,7 +135,7 @@ class Grad:
         if pure:
             _log(entry)
         else:
-            self._store(spec_of(bound) if key is None else key, entry)
+            self._store(self._cache.key(bound) if key is None else key, entry)
         return entry
 
     def _store(self, key, entry: Entry) -> None:
@@ -151,7 +151,7 @@ class Grad:
         """The generated adjoint source for these arguments (compiling it if not cached yet;
         of several cached branches, the most recent)."""
         bound = self._bind(args, kwargs)
-        entries = self._cache.get(spec_of(bound))
+        entries = self._cache.get(self._cache.key(bound))
         return entries[0].source if entries else self._specialize_bound(bound).source
 
     def __repr__(self):

@@ -58,6 +58,15 @@ class SpecCache(dict):
         self.misses = 0
         self.tier0 = 0
         self._once: dict = {}
+        self._fast = None      # the generated key function for the first call's structure
+
+    def key(self, args: tuple):
+        """The cache key of a call's arguments (bound to the parameters, one per parameter)."""
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = key_function(args) or spec_of
+        k = fast(args)
+        return spec_of(args) if k is None else k
 
     def info(self) -> CacheInfo:
         return CacheInfo(self.hits, self.misses, sum(len(v) for v in self.values()), self.tier0)
@@ -71,3 +80,63 @@ class SpecCache(dict):
         if len(self._once) > 4096:
             del self._once[next(iter(self._once))]
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# A key function generated for one argument structure (the cached call's hot path): the same
+# facts as spec_of, read with no recursion into a flat tuple, or None when the structure differs.
+# Flat keys never equal spec_of's nested ones (those start with the type ``tuple``), and one
+# structure always takes the same path, so a specialization is never cached under both.
+
+_MAX_ITEMS = 64
+
+
+def key_function(args: tuple):
+    """A function computing the key of calls shaped like ``args``, or None if it is not simple
+    (arrays, floats, ints, strings, and flat lists/tuples/dicts of them)."""
+    top, unpack, leaves, parts, consts = [], [], [], [], {}
+    for i, a in enumerate(args):
+        name = f"a{i}"
+        t = type(a)
+        if t is list or t is tuple or t is dict:
+            if len(a) > _MAX_ITEMS:
+                return None
+            top.append(f"type({name}) is {t.__name__} and len({name}) == {len(a)}")
+            if t is dict:
+                consts[f"K{i}"] = tuple(a)
+                top.append(f"tuple({name}) == K{i}")     # keys and their order
+            names = [f"{name}_{j}" for j in range(len(a))]
+            if names:
+                unpack.append(f"{', '.join(names)}, = {name}{'.values()' if t is dict else ''}")
+            for n, v in zip(names, a.values() if t is dict else a):
+                if not _leaf(n, v, leaves, parts):
+                    return None
+        elif not _leaf(name, a, top, parts):
+            return None
+    lines = ["def key(args):", f"    if len(args) != {len(args)}:", "        return None"]
+    if args:
+        lines.append(f"    {', '.join(f'a{i}' for i in range(len(args)))}, = args")
+    lines.append(f"    if {' and '.join(top) or 'True'}:")
+    lines += [f"        {u}" for u in unpack]
+    lines.append(f"        if {' and '.join(leaves) or 'True'}:")
+    lines.append(f"            return ({', '.join(parts)}{',' if len(parts) == 1 else ''})")
+    namespace = {"_nd": _ndarray, **consts}
+    exec("\n".join(lines) + "\n", namespace)
+    return namespace["key"]
+
+
+def _leaf(name, v, checks, parts) -> bool:
+    t = type(v)
+    if t is _ndarray:
+        checks.append(f"type({name}) is _nd")
+        parts += [f"{name}.shape", f"{name}.dtype"]
+    elif t is float:
+        checks.append(f"type({name}) is float")
+    elif t is int or t is str or t is bool:
+        checks.append(f"type({name}) is {t.__name__}")
+        parts.append(name)
+    elif v is None:
+        checks.append(f"{name} is None")
+    else:
+        return False
+    return True
