@@ -77,7 +77,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bo
         else:
             call_args.append(value)
     result = spec.run(fn, call_args, call_kwargs)
-    loss = _check_loss(result, fn)
+    loss = _check_loss(result, fn, spec.result_loc)
     adj = Adjoint(tape, pure)
     if type(loss) is Sym and loss.diff:
         adj.run(loss)
@@ -94,7 +94,7 @@ def compile_trace(tr: Trace) -> Entry:
     fn, params, args, tape, adj, xp = tr.fn, tr.params, tr.args, tr.tape, tr.adj, tr.xp
     forward = [_forward_stmt(op, tape) for op in tape.ops]
     uses: list[str] = []
-    grads = _grad_structure(tr.wrt, adj, uses)
+    grads = _grad_structure(tr.wrt, adj, uses, _widest_float(tape))
     loss_code = code_of(tr.loss, tape, uses)
     ret = Stmt(f"return {grads}, {loss_code}", uses=uses, effect=True)
     stmts = eliminate_dead_code(forward + adj.stmts + [ret], ())
@@ -196,7 +196,7 @@ def run_traced(tr: Trace) -> tuple:
         elif kind == "store":
             stores.append(op.expr)
     uses: list[str] = []
-    grads = _grad_structure(tr.wrt, adj, uses)
+    grads = _grad_structure(tr.wrt, adj, uses, _widest_float(tape))
     loss_code = code_of(tr.loss, tape, uses)
     ret = Stmt(f"_result = {grads}, {loss_code}", uses=uses, effect=True)
     stmts = eliminate_dead_code(adj.stmts + [ret], ())
@@ -235,7 +235,10 @@ def _forward_stmt(op, tape) -> Stmt:
                 effect=op.rule.impure)
 
 
-def _grad_structure(value, adj, uses) -> str:
+def _grad_structure(value, adj, uses, widest: int) -> str:
+    """Code for the gradient, shaped like the differentiated argument. Each array's gradient has
+    its parameter's dtype (as in PyTorch and JAX), also when wider data (float64) met a float32
+    parameter: ``widest`` is the largest float itemsize on the tape."""
     t = type(value)
     if t is Sym:
         g = adj.grad_of(value) if value.diff else None
@@ -246,16 +249,32 @@ def _grad_structure(value, adj, uses) -> str:
         uses.append(g)
         if value.float_leaf:
             return f"float({g})"
+        dtype = value.dtype
+        if dtype.kind == "f" and dtype.itemsize < widest:
+            return f"{g}.astype({code_of(dtype, adj.tape, [])})"    # a copy, in the right dtype
         # A gradient that is a view or shared with another leaf is copied: users may update it.
         return g if adj.pure or adj.grads[id(value)][1] else f"np.copy({g})"
     if t is list:
-        return "[" + ", ".join(_grad_structure(v, adj, uses) for v in value) + "]"
+        return "[" + ", ".join(_grad_structure(v, adj, uses, widest) for v in value) + "]"
     if t is tuple:
-        inner = ", ".join(_grad_structure(v, adj, uses) for v in value)
+        inner = ", ".join(_grad_structure(v, adj, uses, widest) for v in value)
         return f"({inner},)" if len(value) == 1 else f"({inner})"
     if t is dict:
-        return "{" + ", ".join(f"{k!r}: {_grad_structure(v, adj, uses)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k!r}: {_grad_structure(v, adj, uses, widest)}"
+                               for k, v in value.items()) + "}"
     return "None"
+
+
+def _widest_float(tape) -> int:
+    """The largest itemsize of the float arrays the traced code computed or read (0: none)."""
+    widest = 0
+    for op in tape.ops:
+        if op.kind == "call" or op.kind == "read":
+            for o in op.outs if type(op.outs) is tuple else (op.outs,):
+                dtype = getattr(getattr(o, "val", None), "dtype", None)
+                if dtype is not None and dtype.kind == "f" and dtype.itemsize > widest:
+                    widest = dtype.itemsize
+    return widest
 
 
 def _array_module(fn, params, args):
@@ -287,27 +306,24 @@ def _check_parameter(wrt, name, fn):
                  "Python floats, or lists/tuples/dicts of them); choose it with argnum=.")
 
 
-def _check_loss(result, fn):
+def _check_loss(result, fn, loc):
+    """The loss must be a scalar; the error points at the statement that returned it."""
+    filename, lineno = loc if loc[1] is not None else (fn.__code__.co_filename, fn.__code__.co_firstlineno)
+
+    def fail(what, hint):
+        raise errors.LossError(f"knetc: {fn.__qualname__} returned {what}; grad needs a scalar loss",
+                               filename=filename, lineno=lineno, hint=hint)
     if type(result) is Sym:
         if result.size != 1:
-            code = fn.__code__
-            raise errors.LossError(
-                f"knetc: {fn.__qualname__} returned an array of shape {result.shape}; grad needs a "
-                "scalar loss", filename=code.co_filename, lineno=code.co_firstlineno,
-                hint="Reduce it to a scalar, e.g. return np.sum(...) or np.mean(...).")
+            fail(f"an array of shape {result.shape}",
+                 "Reduce it to a scalar, e.g. return np.sum(...) or np.mean(...).")
         return result
-    if isinstance(result, (int, float, np.generic)) or result is None:
-        if result is None:
-            code = fn.__code__
-            raise errors.LossError(f"knetc: {fn.__qualname__} returned None; grad needs a scalar loss",
-                                   filename=code.co_filename, lineno=code.co_firstlineno,
-                                   hint="Return the loss value.")
+    if result is None:
+        fail("None", "Return the loss value.")
+    if isinstance(result, (int, float, np.generic)):
         return result
-    code = fn.__code__
-    raise errors.LossError(
-        f"knetc: {fn.__qualname__} returned a {type(result).__name__}; grad needs a scalar loss",
-        filename=code.co_filename, lineno=code.co_firstlineno,
-        hint="Return one scalar (for several values, return their sum or use separate functions).")
+    fail(f"a {type(result).__name__}",
+         "Return one scalar (for several values, return their sum or use separate functions).")
 
 
 def _describe(a) -> str:

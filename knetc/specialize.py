@@ -118,6 +118,7 @@ class Specializer:
         self.frames: list = []     # the active frames, innermost last
         self._stores: list = []    # (loc, container path, key, value) stored into the caller's data
         self._objects: dict = {}   # id(outside object) -> (its path in the code, the object)
+        self.result_loc = (None, None)   # the statement that returned the result
         from . import api
         self._grad_types = (api.Grad,)
 
@@ -216,6 +217,8 @@ class Specializer:
         except _Return as r:
             return r.value
         finally:
+            if len(self.frames) == 1:   # the differentiated function: where its result came from
+                self.result_loc = self.tape.loc
             self.tape.loc = saved
             self.frames.pop()
 

@@ -278,18 +278,29 @@ def _returns_none(w):
     np.sum(w)
 
 
+def _helper_value(w):
+    return w * 2
+
+
+def _nonscalar_from_helper(w):
+    h = w + 1
+    return _helper_value(h)
+
+
 def _int_param(n, w):
     return np.sum(w) * n
 
 
-@pytest.mark.parametrize("fn, hint", [
-    (_nonscalar, "np.sum"), (_returns_tuple, "scalar"), (_returns_none, "Return the loss"),
+@pytest.mark.parametrize("fn, hint, line", [
+    (_nonscalar, "np.sum", 1), (_returns_tuple, "scalar", 1), (_returns_none, "Return the loss", 1),
+    (_nonscalar_from_helper, "np.sum", 2),
 ])
-def test_loss_must_be_scalar(fn, hint):
+def test_loss_must_be_scalar(fn, hint, line):
     with pytest.raises(LossError) as info:
         knetc.grad(fn)(x3)
     e = info.value
-    assert HERE in str(e) and e.lineno == fn.__code__.co_firstlineno
+    # It points at the differentiated function's statement that returned (or ended) it.
+    assert HERE in str(e) and e.lineno == fn.__code__.co_firstlineno + line
     assert hint in str(e)
 
 

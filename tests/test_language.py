@@ -1095,3 +1095,20 @@ def test_user_rule_returning_its_argument_is_not_updated_in_place():
     dx, dw = knetc.grad(_uses_passthrough_twice)([x, w], c)
     np.testing.assert_allclose(dx, 2 * c)
     np.testing.assert_allclose(dw, c)      # shares d[add] with x's contributions
+
+
+def _mixed_precision(w, x):
+    return np.sum(np.tanh(x @ w["a"]) * w["b"]) + np.sum(w["c"] * x[0])
+
+
+def test_gradients_have_their_parameters_dtype_when_data_is_wider():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((4, 3))                      # float64 data
+    w = {"a": rng.standard_normal((3, 2)).astype(np.float32),
+         "b": rng.standard_normal(2).astype(np.float32),
+         "c": rng.standard_normal(3)}                    # one float64 parameter
+    g = knetc.grad(_mixed_precision)(w, x)
+    assert g["a"].dtype == np.float32 and g["b"].dtype == np.float32 and g["c"].dtype == np.float64
+    want = knetc.numeric_grad(_mixed_precision, w, x)
+    for k in w:
+        np.testing.assert_allclose(g[k], want[k], rtol=1e-5, atol=1e-6)
