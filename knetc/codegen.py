@@ -122,11 +122,30 @@ def call_code(fn, args, kwargs, tape, uses) -> str:
             and len(args) <= 2 and set(kwargs) <= _METHOD_KW:
         parts = [code_of(a, tape, uses) for a in args[1:]]
         parts += [f"{k}={code_of(v, tape, uses)}" for k, v in kwargs.items()]
+        count = _mean_count(args, kwargs) if fn is np.mean else None
+        if count:   # the count is known: sum / n is mean's own arithmetic without its overhead
+            return f"{code_of(args[0], tape, uses)}.sum({', '.join(parts)}) / {count}"
         return f"{code_of(args[0], tape, uses)}.{method}({', '.join(parts)})"
     name = code_of(fn, tape, uses)
     parts = [code_of(a, tape, uses) for a in args]
     parts += [f"{k}={code_of(v, tape, uses)}" for k, v in kwargs.items()]
     return f"{name}({', '.join(parts)})"
+
+
+def _mean_count(args, kwargs) -> int | None:
+    """How many elements each mean of a float32/float64 array averages, when code is written
+    (None where mean computes differently: float16 accumulates in float32, ints give floats)."""
+    x = args[0].val
+    if "dtype" in kwargs or getattr(x, "dtype", None) not in (np.float32, np.float64):
+        return None
+    axis = args[1] if len(args) > 1 else kwargs.get("axis")
+    if axis is None:
+        return x.size or None
+    try:
+        axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+        return int(np.prod([x.shape[a] for a in axes])) or None
+    except (TypeError, IndexError):
+        return None
 
 
 def hashable(f) -> bool:

@@ -1001,3 +1001,21 @@ def test_gradcheck_options():
     assert gradcheck(where_xy, rnd((3, 4)) > 0, rnd((3, 4)), 0.5, argnum=2)
     with pytest.raises(ValueError):
         gradcheck(sin_, x, argnum=1)
+
+
+def _means(x):
+    return np.mean(x) + np.sum(np.mean(x, axis=(0, 2)) ** 2) + np.sum(x.mean(1, keepdims=True) * x)
+
+
+@pytest.mark.parametrize("dtype, form", [(np.float64, "sum() / 24"), (np.float32, "sum() / 24"),
+                                         (np.float16, ".mean()")])
+def test_mean_is_written_as_sum_over_its_count(dtype, form):
+    # The count is known when code is generated: mean's Python overhead is dropped (float32 and
+    # float64 only; float16 means accumulate in float32 and keep np.mean).
+    x = rnd((2, 3, 4)).astype(dtype)
+    source = knetc.show(_means, x)
+    assert form in source and ("sum(axis=(0, 2)) / 8" in source) == (dtype != np.float16)
+    dx, loss = knetc.gradloss(_means)(x)
+    assert loss == _means(x) and loss.dtype == dtype and dx.dtype == dtype
+    if dtype == np.float64:
+        check(_means, x)
