@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import errors
-from .reverse import Adjoint
+from .reverse import Adjoint, base_name
 from .codegen import Stmt, call_code, code_of, compile_function, register_source, render
 from .optimize import eliminate_dead_code, insert_frees
 from .runtime import prims
@@ -78,7 +78,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bo
             call_args.append(value)
     result = spec.run(fn, call_args, call_kwargs)
     loss = _check_loss(result, fn, spec.result_loc)
-    adj = Adjoint(tape, pure)
+    # GPU fusion reads named values only: there, slices of gradients keep their own statements.
+    adj = Adjoint(tape, pure, inline_views=not _fuses(xp))
     if type(loss) is Sym and loss.diff:
         adj.run(loss)
     return Trace(fn, params, args, argnum, pure, xp, tape, adj, wrt, loss, t0)
@@ -101,7 +102,7 @@ def compile_trace(tr: Trace) -> Entry:
     # On the GPU, runs of elementwise statements become one fused CUDA kernel each (knetc/fuse.py;
     # KNETC_FUSE=0 turns it off). On the CPU, NumPy's one-call-per-op is already the fastest form.
     kernels = {}
-    if xp is not np and os.environ.get("KNETC_FUSE", "1") != "0":
+    if _fuses(xp):
         from .fuse import fuse_program
         stmts, kernels = fuse_program(stmts, tape, adj)
     reads = {o.name for op in tape.ops if op.kind == "read"
@@ -149,6 +150,10 @@ def _in_training(fn):
         finally:
             state.training = was
     return run
+
+
+def _fuses(xp) -> bool:
+    return xp is not np and os.environ.get("KNETC_FUSE", "1") != "0"
 
 
 def _namespace(tape, xp) -> dict:
@@ -246,7 +251,7 @@ def _grad_structure(value, adj, uses, widest: int) -> str:
             return "None"
         if g == "1.0":      # the loss is the parameter itself
             return "1.0" if value.float_leaf else f"np.ones_like({value.name})"
-        uses.append(g)
+        uses.append(base_name(g))
         if value.float_leaf:
             return f"float({g})"
         dtype = value.dtype

@@ -7,6 +7,8 @@ with no zero-initialised accumulators; unbroadcasting is written only where shap
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .codegen import Stmt, code_of
@@ -14,9 +16,19 @@ from .runtime import prims
 from .tape import Sym, syms_in
 
 
+# A constant basic slice of a named gradient (dh[0:64], the part of a concatenation): used
+# inline by whatever reads it rather than named by a statement of its own.
+_VIEW = re.compile(r"[A-Za-z_]\w*\[[0-9:, -]+\]")
+
+
+def base_name(code: str) -> str:
+    """The variable a gradient's code reads: ``dh`` for ``dh[0:64]``."""
+    return code.partition("[")[0]
+
+
 class Adjoint:
-    def __init__(self, tape, pure=False):
-        self.tape, self.pure = tape, pure
+    def __init__(self, tape, pure=False, inline_views=True):
+        self.tape, self.pure, self.inline_views = tape, pure, inline_views
         self.stmts: list[Stmt] = []
         self.grads: dict[int, list] = {}   # id(sym) -> [code name, owned]
         self.nbytes: dict[str, int] = {}   # gradient name -> size, for the freeing pass
@@ -43,7 +55,7 @@ class Adjoint:
         """Add ``code`` (shaped like ``sym``) to sym's gradient."""
         g = self.grads.get(id(sym))
         if g is None:
-            if code.isidentifier() or code == "1.0":
+            if code.isidentifier() or code == "1.0" or (self.inline_views and _VIEW.fullmatch(code)):
                 self.grads[id(sym)] = [code, False]
             else:
                 name = self.tape.newname("d" + sym.name)
@@ -56,7 +68,7 @@ class Adjoint:
             self.emit(f"{name} += {code}", (name,), tuple(uses) + (name,), loc)
         else:
             new = self.tape.newname("d" + sym.name)
-            self.emit(f"{new} = {name} + {code}", (new,), tuple(uses) + (name,), loc)
+            self.emit(f"{new} = {name} + {code}", (new,), tuple(uses) + (base_name(name),), loc)
             self.grads[id(sym)] = [new, True]
             self.nbytes[new] = sym.nbytes
 
@@ -71,14 +83,14 @@ class Adjoint:
             add = self.tape.ref(prims.index_add, "index_add")
             base = g[0] if g is not None else f"np.zeros({shape!r}, {dtype})"
             name = self.tape.newname("d" + sym.name)
-            u = tuple(uses) + ((g[0],) if g else ())
+            u = tuple(uses) + ((base_name(g[0]),) if g else ())
             self.emit(f"{name} = {add}({base}, ({idx_code}), {value_code})", (name,), u, loc)
             self.grads[id(sym)] = [name, True]
             return
         if g is None or not g[1]:
             name = self.tape.newname("d" + sym.name)
             init = f"np.zeros({shape!r}, {dtype})" if g is None else f"{g[0]}.copy()"
-            self.emit(f"{name} = {init}", (name,), () if g is None else (g[0],), loc)
+            self.emit(f"{name} = {init}", (name,), () if g is None else (base_name(g[0]),), loc)
             g = self.grads[id(sym)] = [name, True]
             first = True
         else:
@@ -133,12 +145,12 @@ class Emit:
             for o in outs:
                 g = self.adj.grad_of(o) if o is not None else None
                 if g is not None and g != "1.0":
-                    self.uses.append(g)
+                    self.uses.append(base_name(g))
                 parts.append(g or "None")
             return "(" + ", ".join(parts) + ")"
         g = self.adj.grad_of(outs)
         if g != "1.0":
-            self.uses.append(g)
+            self.uses.append(base_name(g))
         return g
 
     def static(self, p, attr):

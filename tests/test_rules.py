@@ -1019,3 +1019,19 @@ def test_mean_is_written_as_sum_over_its_count(dtype, form):
     assert loss == _means(x) and loss.dtype == dtype and dx.dtype == dtype
     if dtype == np.float64:
         check(_means, x)
+
+
+def _concat_use(a, b, W):
+    h = np.tanh(np.concatenate([a, b]) @ W)
+    return np.sum(np.tanh(a) * h[:3]) + np.sum(b * b)
+
+
+def test_slices_of_a_gradient_are_read_inline():
+    # The parts of a concatenation's gradient are views: their readers use dh[0:3] directly,
+    # with no statement of their own (and a later contribution makes a new array, never +=).
+    a, b, W = rnd(3), rnd(2), rnd((5, 4))
+    source = knetc.show(_concat_use, a, b, W)
+    lines = [line.strip() for line in source.splitlines()]
+    assert "da += dconcatenate[0:3]" in lines
+    assert not any(line.endswith("= dconcatenate[0:3]") for line in lines)
+    check(_concat_use, a, b, W, argnums=(0, 1, 2))
