@@ -1033,5 +1033,5 @@ def test_slices_of_a_gradient_are_read_inline():
     source = knetc.show(_concat_use, a, b, W)
     lines = [line.strip() for line in source.splitlines()]
     assert "da += dconcatenate[0:3]" in lines
-    assert not any(line.endswith("= dconcatenate[0:3]") for line in lines)
+    assert not any(line.split(" = ")[-1].startswith("dconcatenate[") for line in lines)
     check(_concat_use, a, b, W, argnums=(0, 1, 2))
