@@ -172,40 +172,52 @@ def tree_handwritten(w, tree, label):
 
 
 def bench_tree(quick):
+    """Sentences per second on new random trees: medians over rounds, each round timing knetc,
+    hand-written NumPy and autograd on the same fresh trees (so knetc never meets a tree twice)."""
     rng = np.random.default_rng(1)
     hidden, vocab, classes = 64, 1000, 5
     w = {"E": (rng.standard_normal((vocab, hidden)) * 0.1),
          "W": (rng.standard_normal((2 * hidden, hidden)) * 0.1),
          "b": np.zeros(hidden), "U": (rng.standard_normal((hidden, classes)) * 0.1)}
-    n = 30 if quick else 100
-    data = [(random_tree(rng, int(rng.integers(10, 41)), vocab), int(rng.integers(0, classes)))
-            for _ in range(n)]
-    leaves = sum(_leaves(t) for t, _ in data)
-    g = knetc.grad(tree_loss)
-    gk = g(w, data[0][0], data[0][1])
-    gh, _ = tree_handwritten(w, data[0][0], data[0][1])
-    assert all(np.allclose(gk[k], gh[k], atol=1e-8) for k in w), "treenn: knetc != hand"
-    out = {}
-    t = time.perf_counter()
-    for tree, label in data:
-        g = knetc.grad(tree_loss)   # a fresh tree each call: always a new specialization
-        g(w, tree, label)
-    elapsed = time.perf_counter() - t
-    out["knetc"] = n / elapsed
-    # Operations of the generated programs (forward and adjoint), counted outside the timing.
-    nops = sum(knetc.grad(tree_loss).specialize((w, tree, label)).nops for tree, label in data)
-    out["us_per_op"] = elapsed / nops * 1e6
-    t = time.perf_counter()
-    for tree, label in data:
-        tree_handwritten(w, tree, label)
-    out["hand"] = n / (time.perf_counter() - t)
-    if autograd is not None:
-        ga = autograd.grad(tree_loss_ag)
+
+    def sentences(n):
+        return [(random_tree(rng, int(rng.integers(10, 41)), vocab), int(rng.integers(0, classes)))
+                for _ in range(n)]
+
+    check = sentences(3)
+    for tree, label in check:
+        gk = knetc.grad(tree_loss)(w, tree, label)
+        gh, _ = tree_handwritten(w, tree, label)
+        assert all(np.allclose(gk[k], gh[k], atol=1e-8) for k in w), "treenn: knetc != hand"
+    rounds, n = (3, 30) if quick else (7, 60)
+    rates = {"knetc": [], "hand": [], "autograd": []}
+    us_per_op, leaves = [], []
+    ga = autograd.grad(tree_loss_ag) if autograd is not None else None
+    for _ in range(rounds):
+        data = sentences(n)
+        leaves += [_leaves(t) for t, _ in data]
         t = time.perf_counter()
         for tree, label in data:
-            ga(w, tree, label)
-        out["autograd"] = n / (time.perf_counter() - t)
-    out["leaves"] = leaves / n
+            knetc.grad(tree_loss)(w, tree, label)   # a new tree: a new specialization
+        elapsed = time.perf_counter() - t
+        rates["knetc"].append(n / elapsed)
+        # Operations of the generated programs (forward and adjoint), counted outside the timing.
+        nops = sum(knetc.grad(tree_loss).specialize((w, tree, label)).nops for tree, label in data)
+        us_per_op.append(elapsed / nops * 1e6)
+        t = time.perf_counter()
+        for tree, label in data:
+            tree_handwritten(w, tree, label)
+        rates["hand"].append(n / (time.perf_counter() - t))
+        if ga is not None:
+            t = time.perf_counter()
+            for tree, label in data:
+                ga(w, tree, label)
+            rates["autograd"].append(n / (time.perf_counter() - t))
+    out = {k: statistics.median(v) for k, v in rates.items() if v}
+    if "autograd" in out:
+        out["ratio"] = statistics.median(a / b for a, b in zip(rates["knetc"], rates["autograd"]))
+    out["us_per_op"] = statistics.median(us_per_op)
+    out["leaves"] = statistics.mean(leaves)
     return out
 
 
@@ -226,10 +238,12 @@ def main(argv=None):
               f"{r['knetc']/r['hand']:>12.2f}{(r['knetc']/ag if ag else float('nan')):>10.2f}"
               f"{r['first']*1e3:>8.1f}ms")
     t = bench_tree(quick)
-    print(f"\ntreenn (new tree every call, {t['leaves']:.0f} leaves on average): sentences/s")
+    print(f"\ntreenn (new tree every call, {t['leaves']:.0f} leaves on average): sentences/s, "
+          "medians over rounds")
     print(f"  knetc {t['knetc']:.0f}   hand-written {t['hand']:.0f}   "
           f"autograd {t.get('autograd', float('nan')):.0f}   "
-          f"knetc compile+run cost {t['us_per_op']:.1f} us per generated op")
+          f"knetc/autograd {t.get('ratio', float('nan')):.2f}   "
+          f"knetc specialize+compile+run {t['us_per_op']:.1f} us per generated op")
 
 
 if __name__ == "__main__":
