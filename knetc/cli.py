@@ -155,14 +155,18 @@ def eval_spec(spec: str, seed: int = 0) -> tuple:
 
 @contextlib.contextmanager
 def recording():
-    """Collect every Entry compiled inside the block (through ``knetc.api._log_hooks``)."""
+    """Collect every Entry compiled inside the block (through ``knetc.api._log_hooks``).
+
+    Tier 0 is off meanwhile: every specialization is compiled, so every one can be shown."""
     from knetc import api
     entries: list = []
     hook = entries.append
     api._log_hooks.append(hook)
+    tier0, api.TIER0 = api.TIER0, False
     try:
         yield entries
     finally:
+        api.TIER0 = tier0
         with contextlib.suppress(ValueError):
             api._log_hooks.remove(hook)
 

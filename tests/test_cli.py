@@ -298,3 +298,25 @@ def test_python_dash_m(script, tmp_path):
     run = subprocess.run([sys.executable, "-m", "knetc", "show", "missing.py"],
                          capture_output=True, text=True, env=env, cwd=str(tmp_path), timeout=120)
     assert run.returncode == 2 and run.stderr.strip() == "knetc: error: no such file: 'missing.py'"
+
+
+def test_show_compiles_specializations_that_would_run_at_tier_0(tmp_path, capsys):
+    # Every call a new tree: outside `knetc show` most run uncompiled (tier 0); shown, all compile.
+    path = _write(tmp_path, "trees.py", """
+        import numpy as np, knetc
+
+        def enc(w, t):
+            return np.tanh(enc(w, t[0]) + enc(w, t[1])) if isinstance(t, tuple) else w[t]
+
+        def loss(w, t):
+            return np.sum(enc(w, t))
+
+        w = np.ones((4, 2))
+        for t in [(0, 1), ((0, 1), 2), (0, (1, 2)), ((0, 1), (2, 3)), (3, (2, (1, 0)))]:
+            knetc.grad(loss)(w, t)
+    """)
+    before = api.TIER0
+    assert main(["show", path]) == 0
+    out, _ = capsys.readouterr()
+    assert out.count("\ndef loss_grad(w, t):") == 5
+    assert api.TIER0 == before       # restored
