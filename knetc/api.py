@@ -105,9 +105,12 @@ class Grad:
         A key never seen may run at tier 0; a known key whose guards all failed (another branch)
         is compiled, as branches of one structure tend to recur."""
         cache = self._cache
-        cache.misses += 1
-        if TIER0 and new_key and cache.misses > TIER0_AFTER and cache.hits < cache.misses \
-                and not cache.seen_once(key):
+        cache.misses += 1    # counts are statistics: a race between threads may lose one
+        tier0 = TIER0 and new_key and cache.misses > TIER0_AFTER and cache.hits < cache.misses
+        if tier0:
+            with self._lock:
+                tier0 = not cache.seen_once(key)
+        if tier0:
             fun = self.fun
             if not isinstance(fun, Grad):
                 with prims.training_mode(True):

@@ -527,3 +527,35 @@ def test_key_function_declines_what_it_cannot_describe():
     assert key_function((object(),)) is None
     assert key_function(([np.ones(2)] * 100,)) is None
     assert key_function(([[np.ones(2)]],)) is None            # nested containers
+
+
+def test_threads_with_new_trees_at_tier_0(tier0):
+    def loss(w, tree, label):
+        return _tree_loss(w, tree, label)
+    w = _tree_params()
+    want = {}
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(api, "TIER0", False)
+        for i, tree in enumerate(TREES):
+            want[i] = knetc.grad(_tree_loss)(w, tree, i % 4)
+    for tree in [(0, 0), (1, 1), (2, 2)]:    # three misses first: the threads' first miss is tier 0
+        knetc.grad(loss)(w, tree, 0)
+    errors, barrier = [], threading.Barrier(4)
+
+    def work(k):
+        try:
+            barrier.wait()
+            for _ in range(3):
+                for i in range(k, len(TREES), 2):
+                    got = knetc.grad(loss)(w, TREES[i], i % 4)
+                    for key in w:
+                        np.testing.assert_allclose(got[key], want[i][key], rtol=1e-12)
+        except Exception as e:     # noqa: BLE001 (reported below)
+            errors.append(e)
+    threads = [threading.Thread(target=work, args=(k % 2,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert knetc.cache_info(loss).tier0 > 0
