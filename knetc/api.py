@@ -51,7 +51,8 @@ class Grad:
     """``grad(f)``: a callable returning the gradient of ``f`` wrt argument ``argnum``.
 
     Each call is specialized to its arguments' structure, shapes and dtypes (and the Python values
-    that steer the code); the generated adjoint is compiled once and cached. ``grad(f)`` keeps ``f``
+    that steer the code); the generated adjoint is compiled once and cached. (A function whose
+    calls keep missing the cache runs a new specialization at tier 0 first: see ``TIER0_AFTER``.) ``grad(f)`` keeps ``f``
     callable as ``.fun``; ``.source(*args)`` returns the generated code.
     """
 
