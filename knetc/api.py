@@ -111,17 +111,13 @@ class Grad:
         if tier0:
             with self._lock:
                 tier0 = not cache.seen_once(key)
-        if tier0:
-            fun = self.fun
-            if not isinstance(fun, Grad):
-                with prims.training_mode(True):
-                    tr = trace(fun, self._params, self._kinds, bound, self.argnum)
-                    if can_run_traced(tr):
-                        cache.tier0 += 1
-                        return run_traced(tr)
-                    entry = compile_trace(tr)
-                self._store(key, entry)
-                return entry.run(*bound)
+        if tier0 and not isinstance(self.fun, Grad):
+            with prims.training_mode(True):
+                tr = trace(self.fun, self._params, self._kinds, bound, self.argnum)
+                if can_run_traced(tr):
+                    cache.tier0 += 1
+                    return run_traced(tr)
+            return self._specialize_bound(bound, key=key, traced=tr).run(*bound)
         return self._specialize_bound(bound, key=key).run(*bound)
 
     def specialize(self, args, kwargs=None, *, pure: bool = False) -> Entry:
@@ -129,13 +125,16 @@ class Grad:
         in-place updates so the generated code can itself be differentiated (grad of grad)."""
         return self._specialize_bound(self._bind(tuple(args), kwargs or {}), pure=pure)
 
-    def _specialize_bound(self, bound: tuple, *, pure: bool = False, key=None) -> Entry:
-        """Compile for arguments already bound to the parameters (one value per parameter)."""
-        fun = self.fun
-        if isinstance(fun, Grad):
-            fun = _grad_as_function(fun, bound)
-        with prims.training_mode(True):
-            entry = compile_trace(trace(fun, self._params, self._kinds, bound, self.argnum, pure=pure))
+    def _specialize_bound(self, bound: tuple, *, pure: bool = False, key=None, traced=None) -> Entry:
+        """Compile for arguments already bound to the parameters (one value per parameter);
+        ``traced``: their trace, when it was already made."""
+        if traced is None:
+            fun = self.fun
+            if isinstance(fun, Grad):
+                fun = _grad_as_function(fun, bound)
+            with prims.training_mode(True):
+                traced = trace(fun, self._params, self._kinds, bound, self.argnum, pure=pure)
+        entry = compile_trace(traced)
         if pure:
             _log(entry)
         else:

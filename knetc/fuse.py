@@ -14,7 +14,7 @@ later are its outputs.
 Where it runs
     On the statement list after ``eliminate_dead_code`` (so "used later" is final) and BEFORE
     ``insert_frees``. It is correct after ``insert_frees`` too (a ``del`` is an ordinary use), but
-    fuses less there. ``fuse_program(stmts, tape, adj)`` is the call for ``pipeline.build``
+    fuses less there. ``fuse_program(stmts, tape, adj)`` is the call for ``pipeline.compile_trace``
     (GPU specializations only; put the returned kernels in the namespace). It works on ``Stmt``
     objects only: each statement's code is parsed with
     ``ast``; a statement is elementwise when its code is ``name = expr`` or ``name op= expr``

@@ -85,19 +85,12 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bo
     return Trace(fn, params, args, argnum, pure, xp, tape, adj, wrt, loss, t0)
 
 
-def build(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bool = False) -> Entry:
-    """Specialize ``fn`` to ``args``, differentiate wrt ``args[argnum]``, compile."""
-    return compile_trace(trace(fn, params, kinds, args, argnum, pure))
-
-
 def compile_trace(tr: Trace) -> Entry:
     """Generate, optimize and compile the whole adjoint function of a trace."""
     fn, params, args, tape, adj, xp = tr.fn, tr.params, tr.args, tr.tape, tr.adj, tr.xp
     forward = [_forward_stmt(op, tape) for op in tape.ops]
-    uses: list[str] = []
-    grads = _grad_structure(tr.wrt, adj, uses, _widest_float(tape))
-    loss_code = code_of(tr.loss, tape, uses)
-    ret = Stmt(f"return {grads}, {loss_code}", uses=uses, effect=True)
+    ret = _result_stmt(tr, "return ")
+    uses = ret.uses
     stmts = eliminate_dead_code(forward + adj.stmts + [ret], ())
     # On the GPU, runs of elementwise statements become one fused CUDA kernel each (knetc/fuse.py;
     # KNETC_FUSE=0 turns it off). On the CPU, NumPy's one-call-per-op is already the fastest form.
@@ -200,11 +193,7 @@ def run_traced(tr: Trace) -> tuple:
                 env[op.outs.name] = op.outs.val
         elif kind == "store":
             stores.append(op.expr)
-    uses: list[str] = []
-    grads = _grad_structure(tr.wrt, adj, uses, _widest_float(tape))
-    loss_code = code_of(tr.loss, tape, uses)
-    ret = Stmt(f"_result = {grads}, {loss_code}", uses=uses, effect=True)
-    stmts = eliminate_dead_code(adj.stmts + [ret], ())
+    stmts = eliminate_dead_code(adj.stmts + [_result_stmt(tr, "_result = ")], ())
     source = "\n".join(stores + [s.code for s in stmts]) + "\n"
     filename = register_source(source, f"{_ident(tr.fn.__name__)}_grad_tier0")
     # One dict for globals and locals: generated comprehensions see every name.
@@ -238,6 +227,14 @@ def _forward_stmt(op, tape) -> Stmt:
     # Impure primitives (random draws, running statistics) run even when their result is unused.
     return Stmt(f"{target} = {text}", [n for n in names if n != "_"], uses, op.loc,
                 effect=op.rule.impure)
+
+
+def _result_stmt(tr: Trace, lead: str) -> Stmt:
+    """``<lead>(gradient, loss)``: the statement that hands the result back."""
+    uses: list[str] = []
+    grads = _grad_structure(tr.wrt, tr.adj, uses, _widest_float(tr.tape))
+    loss_code = code_of(tr.loss, tr.tape, uses)
+    return Stmt(f"{lead}{grads}, {loss_code}", uses=uses, effect=True)
 
 
 def _grad_structure(value, adj, uses, widest: int) -> str:

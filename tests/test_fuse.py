@@ -1,7 +1,7 @@
 """Tests for knetc.fuse (elementwise kernel fusion) and knetc.runtime.memory, on the CPU.
 
 The fusion pass is run on the real statement lists knetc generates (captured from
-pipeline.build by monkeypatching; pipeline.py is not changed). Fused programs run on the CPU
+pipeline.compile_trace by monkeypatching; pipeline.py is not changed). Fused programs run on the CPU
 with KernelOnCPU (the group's original statements) and KernelSourceOnCPU (the generated CUDA
 operation, interpreted with NumPy in C's types) and are compared with the unfused function.
 Tests that need a GPU are marked ``gpu`` and skip without CuPy and a device.
@@ -194,7 +194,7 @@ def test_launch_counts(monkeypatch, capsys):
 
 
 def test_the_proposed_pipeline_hook_end_to_end(monkeypatch):
-    """pipeline.build with the hook the report proposes (fuse_program between dead-code removal
+    """pipeline.compile_trace with the hook the report proposes (fuse_program between dead-code removal
     and insert_frees, kernels added to the namespace), emulated by monkeypatching, with
     KernelSourceOnCPU standing in for the GPU kernels: grad gives the same answers."""
     fn, make = MODELS["lstm_cell"]
