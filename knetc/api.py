@@ -9,8 +9,8 @@ import weakref
 from typing import Any, Callable
 
 from . import errors
-from .cache import CacheInfo, SpecCache
-from .pipeline import Entry, can_run_traced, compile_trace, run_traced, trace
+from .compiler.cache import CacheInfo, SpecCache
+from .compiler.pipeline import Entry, can_run_traced, compile_trace, run_traced, trace
 from .runtime import prims
 
 _compiled_log: list[Entry] = []   # every adjoint compiled in this process (for `knetc show`)
@@ -180,7 +180,7 @@ def _first(inner):
     ns = {"_inner": inner}
     params = list(inspect.signature(inner).parameters)
     src = f"def gradient({', '.join(params)}):\n    return _inner({', '.join(params)})[0]\n"
-    from .codegen import compile_function
+    from .compiler.codegen import compile_function
     return compile_function(src, "gradient", ns)
 
 

@@ -207,7 +207,7 @@ def _dedupe(entries):
 
 
 def _matches(entry, function: str) -> bool:
-    from knetc.pipeline import _ident
+    from knetc.compiler.pipeline import _ident
     last = function.rsplit(".", 1)[-1]
     if entry.name in (f"{_ident(last)}_grad", function):
         return True
@@ -366,7 +366,7 @@ def _load_module(target: str):
 
 def _describe_args(args) -> str:
     try:
-        from knetc.pipeline import _describe
+        from knetc.compiler.pipeline import _describe
         return "(" + ", ".join(_describe(a) for a in args) + ")"
     except Exception:  # noqa: BLE001 (only a description)
         return f"({len(args)} arguments)"

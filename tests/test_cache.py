@@ -500,7 +500,7 @@ def test_cache_info_of_grad_objects_and_differentiable_functions():
 
 from hypothesis import given, settings, strategies as st   # noqa: E402
 
-from knetc.cache import key_function, spec_of              # noqa: E402
+from knetc.compiler.cache import key_function, spec_of              # noqa: E402
 
 _leaf = st.one_of(
     st.builds(lambda s, d: np.zeros(s, d), st.lists(st.integers(1, 3), max_size=2).map(tuple),

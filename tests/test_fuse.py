@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import knetc
-from knetc import fuse as F
-from knetc import pipeline
-from knetc.codegen import Stmt, compile_function, render
+from knetc.compiler import fuse as F
+from knetc.compiler import pipeline
+from knetc.compiler.codegen import Stmt, compile_function, render
 from knetc.runtime import memory as M
 
 RNG = np.random.default_rng(0)

@@ -137,7 +137,7 @@ def adjoint(*primitives, outputs: int = 1, forward=None):
 
 def adjoint_emitter(*primitives, outputs: int = 1, forward=None):
     """Register a hand-written emitter ``emit(E, y, *args)`` for rules a template cannot express
-    (indexing). ``E`` is knetc.reverse.Emit."""
+    (indexing). ``E`` is knetc.compiler.reverse.Emit."""
     def register(emit):
         emit._knetc_emitter = True
         for fn in primitives:

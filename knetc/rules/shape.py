@@ -3,9 +3,9 @@ import operator
 
 import numpy as np
 
-from ..codegen import code_of, index_code
+from ..compiler.codegen import code_of, index_code
 from ..runtime import prims
-from ..tape import Sym
+from ..compiler.tape import Sym
 from .registry import adjoint, adjoint_emitter, static, unbroadcast
 
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import errors
+from .. import errors
 from .reverse import Adjoint, base_name
 from .codegen import Stmt, call_code, code_of, compile_function, register_source, render
 from .optimize import eliminate_dead_code, insert_frees
-from .runtime import prims
-from .runtime.backend import devices_of
+from ..runtime import prims
+from ..runtime.backend import devices_of
 from .specialize import Specializer
 from .tape import Sym, Tape
 

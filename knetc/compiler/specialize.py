@@ -17,10 +17,10 @@ import types
 import gast
 import numpy as np
 
-from . import errors
+from .. import errors
 from .codegen import hashable
 from .parse import parse_function
-from .rules import registry
+from ..rules import registry
 from .tape import Sym, Tape
 
 _BINOPS = {gast.Add: operator.add, gast.Sub: operator.sub, gast.Mult: operator.mul,
@@ -35,7 +35,7 @@ _CMPOPS = {gast.Eq: operator.eq, gast.NotEq: operator.ne, gast.Lt: operator.lt, 
 _UNOPS = {gast.USub: operator.neg, gast.UAdd: operator.pos, gast.Not: operator.not_,
           gast.Invert: operator.invert}
 _NO_INLINE = ("numpy", "cupy", "scipy", "knetc.runtime", "builtins", "math", "operator")
-_RECORDING = ("knetc.tape",)   # knetc's own helpers (array methods) that record on the tape
+_RECORDING = ("knetc.compiler.tape",)   # knetc's own helpers (array methods) that record on the tape
 _MAX_STEPS = 1_000_000
 _NOTE = "knetc: while specializing"
 _UNTRACKED = (int, float, complex, str, bytes, type(None), type, types.ModuleType,
@@ -119,7 +119,7 @@ class Specializer:
         self._stores: list = []    # (loc, container path, key, value) stored into the caller's data
         self._objects: dict = {}   # id(outside object) -> (its path in the code, the object)
         self.result_loc = (None, None)   # the statement that returned the result
-        from . import api
+        from .. import api
         self._grad_types = (api.Grad,)
 
     # -- entry --------------------------------------------------------------------------
@@ -325,7 +325,7 @@ class Specializer:
             if not np.can_cast(new.dtype, old.dtype, "same_kind"):
                 raise TypeError(f"Cannot cast ufunc output from dtype('{new.dtype}') to "
                                 f"dtype('{old.dtype}') with casting rule 'same_kind'")
-            from .runtime import prims
+            from ..runtime import prims
             new = self.tape.apply(prims.astype, (new, old.dtype))
         return new
 

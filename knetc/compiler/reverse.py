@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from .codegen import Stmt, code_of
-from .runtime import prims
+from ..runtime import prims
 from .tape import Sym, syms_in
 
 

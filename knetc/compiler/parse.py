@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import gast
 
-from .errors import UnsupportedSyntax
+from ..errors import UnsupportedSyntax
 
 _UNSUPPORTED = {
     gast.ClassDef: ("a class definition", "define classes outside the differentiated function"),
@@ -54,7 +54,7 @@ def parse_function(fn) -> Parsed:
     try:
         lines, first = inspect.getsourcelines(code)
     except (OSError, TypeError) as e:
-        from .errors import NoRuleError
+        from ..errors import NoRuleError
         raise NoRuleError(
             f"knetc: cannot read the source of {fn.__qualname__} ({e})",
             filename=filename, lineno=code.co_firstlineno,

@@ -11,9 +11,9 @@ import operator
 
 import numpy as np
 
-from . import errors
-from .rules import registry
-from .runtime import prims
+from .. import errors
+from ..rules import registry
+from ..runtime import prims
 
 
 class Sym:
