@@ -5,6 +5,7 @@
 reads ``loss``'s source, specializes it to the arguments, generates a straight-line adjoint
 function from per-primitive rules, compiles and caches it, and runs it.
 """
+from . import settings
 from .rules import load_all as _load_rules
 from .rules.registry import adjoint, adjoint_emitter, nondifferentiable
 from .errors import KnetcError, LossError, MutationError, NoRuleError, UnsupportedSyntax
@@ -25,6 +26,27 @@ from .runtime.memory import memory, track_peak
 from .gradcheck import gradcheck, numeric_grad
 from .metrics import accuracy, bce, logistic, nll
 from .runtime.layers import batchnorm, bmm, bnmoments, bnparams, dropout
+
+# The public API (re-exported from the submodules).
+__all__ = [
+    "settings",
+    "adjoint", "adjoint_emitter", "nondifferentiable",
+    "KnetcError", "LossError", "MutationError", "NoRuleError", "UnsupportedSyntax",
+    "Differentiable", "Grad", "cache_info", "differentiable", "grad", "gradloss", "show",
+    "elu", "getval", "logp", "logsumexp", "mat", "relu", "selu", "sigm", "softmax", "training",
+    "training_mode",
+    "SGD", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Rmsprop", "optimizers", "update",
+    "bilinear", "gaussian", "param", "param0", "xavier",
+    "minibatch",
+    "load", "save",
+    "RNN", "rnnforw", "rnninit", "rnnparam", "rnnparams",
+    "conv4", "deconv4", "pool", "unpool",
+    "array_module", "atype", "cpu", "gpu",
+    "memory", "track_peak",
+    "gradcheck", "numeric_grad",
+    "accuracy", "bce", "logistic", "nll",
+    "batchnorm", "bmm", "bnmoments", "bnparams", "dropout",
+]
 
 _load_rules()
 

@@ -1,19 +1,20 @@
 """The public entry points: grad, gradloss, show."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
-import os
 import threading
 import weakref
-from typing import Any, Callable
+from typing import Callable, Iterator
 
-from . import errors
+from . import errors, settings
 from .compiler.cache import CacheInfo, SpecCache
+from .compiler.codegen import compile_function
 from .compiler.pipeline import Entry, can_run_traced, compile_trace, run_traced, trace
+from .compiler.specialize import Inlinable
 from .runtime import prims
 
-_compiled_log: list[Entry] = []   # every adjoint compiled in this process (for `knetc show`)
 _CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 MAX_ENTRIES = 512   # specializations kept per function: dynamic structures (trees) are unbounded
@@ -21,9 +22,8 @@ MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dep
 # Tier 0 (knetc/pipeline.py): once a function has missed the cache this many times and misses
 # outnumber hits (a new structure every call, like a parse tree per sentence), a new
 # specialization first runs uncompiled; it is compiled when its key comes back. KNETC_TIER0=0
-# (or ``knetc show``) compiles every specialization.
+# (or ``knetc show``) compiles every specialization (knetc.settings).
 TIER0_AFTER = 2
-TIER0 = os.environ.get("KNETC_TIER0", "1") != "0"
 
 
 def _shared_cache(fun, argnum: int, with_loss: bool) -> SpecCache:
@@ -44,10 +44,28 @@ def _shared_cache(fun, argnum: int, with_loss: bool) -> SpecCache:
     if cache is None:
         cache = per_fun[(argnum, with_loss)] = SpecCache()
     return cache
-_log_hooks: list[Callable[[Entry], None]] = []
 
 
-class Grad:
+# Listeners told of every compiled entry, while a recording() block runs (nothing is kept
+# otherwise: an entry lives exactly as long as its cache holds it).
+_listeners: list[Callable[[Entry], None]] = []
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[Entry]]:
+    """Collect every adjoint compiled inside the block (``knetc show`` uses it).
+
+    Tier 0 is off meanwhile: every specialization is compiled, so every one can be shown."""
+    entries: list[Entry] = []
+    _listeners.append(entries.append)
+    try:
+        with settings.override(tier0=False):
+            yield entries
+    finally:
+        _listeners.remove(entries.append)
+
+
+class Grad(Inlinable):
     """``grad(f)``: a callable returning the gradient of ``f`` wrt argument ``argnum``.
 
     Each call is specialized to its arguments' structure, shapes and dtypes (and the Python values
@@ -107,7 +125,8 @@ class Grad:
         is compiled, as branches of one structure tend to recur."""
         cache = self._cache
         cache.misses += 1    # counts are statistics: a race between threads may lose one
-        tier0 = TIER0 and new_key and cache.misses > TIER0_AFTER and cache.hits < cache.misses
+        tier0 = new_key and cache.misses > TIER0_AFTER and cache.hits < cache.misses \
+            and settings.enabled("tier0")
         if tier0:
             with self._lock:
                 tier0 = not cache.seen_once(key)
@@ -162,9 +181,8 @@ class Grad:
 
 
 def _log(entry: Entry) -> None:
-    _compiled_log.append(entry)
-    for hook in _log_hooks:
-        hook(entry)
+    for listener in list(_listeners):
+        listener(entry)
 
 
 def _grad_as_function(g: Grad, bound):
@@ -180,7 +198,6 @@ def _first(inner):
     ns = {"_inner": inner}
     params = list(inspect.signature(inner).parameters)
     src = f"def gradient({', '.join(params)}):\n    return _inner({', '.join(params)})[0]\n"
-    from .compiler.codegen import compile_function
     return compile_function(src, "gradient", ns)
 
 

@@ -153,44 +153,14 @@ def eval_spec(spec: str, seed: int = 0) -> tuple:
 # ---------------------------------------------------------------------------------------------
 # Recording and formatting adjoints
 
-@contextlib.contextmanager
-def recording():
-    """Collect every Entry compiled inside the block (through ``knetc.api._log_hooks``).
-
-    Tier 0 is off meanwhile: every specialization is compiled, so every one can be shown."""
-    from knetc import api
-    entries: list = []
-    hook = entries.append
-    api._log_hooks.append(hook)
-    tier0, api.TIER0 = api.TIER0, False
-    try:
-        yield entries
-    finally:
-        api.TIER0 = tier0
-        with contextlib.suppress(ValueError):
-            api._log_hooks.remove(hook)
-
-
-_GRADIENT_RE = re.compile(r"#\s*knetc:\s*gradient of\s+(.*)$")
-_SPECIALIZED_RE = re.compile(r"#\s*specialized to\s+(.*)$")
-
-
 def header_line(entry, index: int | None = None, total: int | None = None) -> str:
     """One comment line naming the adjoint, the user function and the argument shapes."""
-    what, shapes = None, None
-    for line in entry.source.splitlines()[1:6]:
-        s = line.strip()
-        m = _GRADIENT_RE.match(s)
-        if m:
-            what = m.group(1)
-        m = _SPECIALIZED_RE.match(s)
-        if m:
-            shapes = m.group(1)
+    info = entry.info
     parts = [entry.name]
-    if what:
-        parts.append(f": gradient of {what}")
-    if shapes:
-        parts.append(f"; specialized to {shapes}")
+    if info.get("function"):
+        parts.append(f": gradient of {info['function']} ({info['where']}) wrt {info['wrt']}")
+    if info.get("specialized"):
+        parts.append(f"; specialized to {info['specialized']}")
     count = f"[{index}/{total}] " if index is not None else ""
     stats = f"  ({entry.nops} ops, compiled in {entry.seconds * 1e3:.0f} ms)"
     return f"# ==== {count}{''.join(parts)}{stats}"
@@ -207,13 +177,11 @@ def _dedupe(entries):
 
 
 def _matches(entry, function: str) -> bool:
-    from knetc.compiler.pipeline import _ident
+    """Is ``entry`` an adjoint of ``function`` (its qualified name, its last part, or the
+    generated function's name)?"""
+    from knetc.compiler.pipeline import ident
     last = function.rsplit(".", 1)[-1]
-    if entry.name in (f"{_ident(last)}_grad", function):
-        return True
-    # the header names the qualified user function: "gradient of Model.loss (file.py:3) wrt w"
-    m = re.search(r"#\s*knetc:\s*gradient of\s+(\S+)", entry.source)
-    return bool(m and m.group(1) == function)
+    return function == entry.info.get("function") or entry.name in (f"{ident(last)}_grad", function)
 
 
 def emit(entries, outdir: str | None, out) -> None:
@@ -290,12 +258,13 @@ def _user_traceback(exc: BaseException, script: str) -> str:
 
 def show_script(script: str, script_args: list[str], function: str | None, outdir: str | None,
                 out, err) -> int:
+    from knetc import api
     from knetc.errors import KnetcError
     if not os.path.exists(script):
         raise CliError(f"no such file: {script!r}")
     if os.path.isdir(script):
         raise CliError(f"{script!r} is a directory, not a Python script")
-    with _saved_interpreter_state(), recording() as entries:
+    with _saved_interpreter_state(), api.recording() as entries:
         sys.argv[:] = [script, *script_args]
         sys.path.insert(0, os.path.dirname(os.path.abspath(script)))
         try:
@@ -366,8 +335,8 @@ def _load_module(target: str):
 
 def _describe_args(args) -> str:
     try:
-        from knetc.compiler.pipeline import _describe
-        return "(" + ", ".join(_describe(a) for a in args) + ")"
+        from knetc.compiler.pipeline import describe
+        return "(" + ", ".join(describe(a) for a in args) + ")"
     except Exception:  # noqa: BLE001 (only a description)
         return f"({len(args)} arguments)"
 

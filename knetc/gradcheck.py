@@ -12,13 +12,15 @@ computed on the arguments as given, so loosen ``rtol``/``atol`` when checking fl
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
+from . import tree
+
 __all__ = ["gradcheck", "numeric_grad"]
 
-Path = tuple  # keys (list/tuple indices, dict keys) from the argument down to one leaf
+Path = tree.Path  # keys (list/tuple indices, dict keys) from the argument down to one leaf
 
 
 def gradcheck(f: Callable[..., Any], *args: Any, argnum: int = 0, eps: float | None = None,
@@ -48,7 +50,7 @@ def gradcheck(f: Callable[..., Any], *args: Any, argnum: int = 0, eps: float | N
     rng = np.random.default_rng(seed)
     for path in _leaf_paths(args[argnum]):
         where = name + _path_str(path)
-        x = _get(args[argnum], path)
+        x = tree.get(args[argnum], path)
         g = _analytic_leaf(analytic, path, where)
         shape = np.shape(x)
         if g is not None and np.shape(g) != shape:
@@ -82,13 +84,7 @@ def numeric_grad(f: Callable[..., Any], *args: Any, argnum: int = 0, eps: float 
     """
     base = _to_float64(args)
 
-    def build(value, path):
-        t = type(value)
-        if t is list or t is tuple:
-            items = [build(v, path + (i,)) for i, v in enumerate(value)]
-            return items if t is list else tuple(items)
-        if t is dict:
-            return {k: build(v, path + (k,)) for k, v in value.items()}
+    def numeric(path: Path, value: Any) -> Any:
         if not _is_float_leaf(value):
             return None
         shape = np.shape(value)
@@ -99,7 +95,8 @@ def numeric_grad(f: Callable[..., Any], *args: Any, argnum: int = 0, eps: float 
             out[index] = _numeric_entry(f, base, argnum, path, index, eps)
         return out
 
-    return build(args[argnum], ())
+    pairs, treedef = tree.flatten_with_paths(args[argnum])
+    return tree.unflatten(treedef, [numeric(path, value) for path, value in pairs])
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -110,31 +107,12 @@ def _is_float_leaf(value: Any) -> bool:
     return isinstance(value, (np.ndarray, np.generic)) and np.issubdtype(value.dtype, np.floating)
 
 
-def _leaf_paths(value: Any, path: Path = ()) -> list:
+def _leaf_paths(value: Any) -> list:
     """Paths to the float leaves of ``value`` (the leaves knetc differentiates), in order."""
-    return list(_iter_leaves(value, path))
+    return [path for path, leaf in tree.paths(value) if _is_float_leaf(leaf)]
 
 
-def _iter_leaves(value: Any, path: Path) -> Iterator[Path]:
-    t = type(value)
-    if t is list or t is tuple:
-        for i, v in enumerate(value):
-            yield from _iter_leaves(v, path + (i,))
-    elif t is dict:
-        for k, v in value.items():
-            yield from _iter_leaves(v, path + (k,))
-    elif _is_float_leaf(value):
-        yield path
-
-
-def _to_float64(value: Any) -> Any:
-    """A copy of ``value`` whose float arrays and NumPy float scalars are float64 (copied)."""
-    t = type(value)
-    if t is list or t is tuple:
-        items = [_to_float64(v) for v in value]
-        return items if t is list else tuple(items)
-    if t is dict:
-        return {k: _to_float64(v) for k, v in value.items()}
+def _leaf_to_float64(value: Any) -> Any:
     if isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.floating):
         return value.astype(np.float64, copy=True)
     if isinstance(value, np.generic) and np.issubdtype(value.dtype, np.floating):
@@ -142,24 +120,9 @@ def _to_float64(value: Any) -> Any:
     return value
 
 
-def _get(value: Any, path: Path) -> Any:
-    for key in path:
-        value = value[key]
-    return value
-
-
-def _replace(value: Any, path: Path, leaf: Any) -> Any:
-    """``value`` with the leaf at ``path`` replaced (containers along the path are copied)."""
-    if not path:
-        return leaf
-    key, rest = path[0], path[1:]
-    if type(value) is dict:
-        out = dict(value)
-        out[key] = _replace(value[key], rest, leaf)
-        return out
-    items = list(value)
-    items[key] = _replace(value[key], rest, leaf)
-    return items if type(value) is list else tuple(items)
+def _to_float64(value: Any) -> Any:
+    """A copy of ``value`` whose float arrays and NumPy float scalars are float64 (copied)."""
+    return tree.map(_leaf_to_float64, value)
 
 
 def _call(f: Callable[..., Any], args: tuple) -> float:
@@ -171,7 +134,7 @@ def _call(f: Callable[..., Any], args: tuple) -> float:
 
 def _numeric_entry(f, base: tuple, argnum: int, path: Path, index: tuple, eps: float) -> float:
     """(f(x + eps e) - f(x - eps e)) / 2 eps for the entry ``index`` of the leaf at ``path``."""
-    leaf = _get(base[argnum], path)
+    leaf = tree.get(base[argnum], path)
     if isinstance(leaf, np.ndarray):
         x0 = leaf[index]
         try:
@@ -185,7 +148,7 @@ def _numeric_entry(f, base: tuple, argnum: int, path: Path, index: tuple, eps: f
         make = type(leaf) if isinstance(leaf, np.generic) else float
         def at(v):
             args = list(base)
-            args[argnum] = _replace(base[argnum], path, make(v))
+            args[argnum] = tree.replace(base[argnum], path, make(v))
             return _call(f, tuple(args))
         hi, lo = at(float(leaf) + eps), at(float(leaf) - eps)
     return (hi - lo) / (2 * eps)

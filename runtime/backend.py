@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import tree as _tree
+
 try:  # CuPy is optional: CPU installs never import it successfully.
     import cupy as _cupy
 except Exception:  # pragma: no cover - depends on the machine
@@ -28,18 +30,13 @@ def gpu_available() -> bool:
         return False
 
 
+def _is_array(x) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, np.generic)
+
+
 def _map(fn, w):
     """Apply ``fn`` to every array leaf of a nested list/tuple/dict, keeping the structure."""
-    t = type(w)
-    if t is list:
-        return [_map(fn, v) for v in w]
-    if t is tuple:
-        return tuple(_map(fn, v) for v in w)
-    if t is dict:
-        return {k: _map(fn, v) for k, v in w.items()}
-    if hasattr(w, "shape") and hasattr(w, "dtype") and not isinstance(w, np.generic):
-        return fn(w)
-    return w
+    return _tree.map(lambda a: fn(a) if _is_array(a) else a, w)
 
 
 def gpu(w):
@@ -68,10 +65,4 @@ def atype():
 
 def devices_of(*values) -> set:
     """The array modules ('numpy', 'cupy') of the array leaves in ``values``."""
-    found = set()
-
-    def visit(v):
-        _map(lambda a: found.add(type(a).__module__.split(".")[0]), v)
-    for v in values:
-        visit(v)
-    return found
+    return {type(a).__module__.split(".")[0] for a in _tree.leaves(values) if _is_array(a)}

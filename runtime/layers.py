@@ -15,7 +15,6 @@ on while knetc differentiates (``prims.training()``), inside ``knetc.training_mo
 """
 from __future__ import annotations
 
-import sys
 from typing import Callable
 
 import numpy as np
@@ -29,15 +28,6 @@ __all__ = ["dropout", "dropout_with_mask", "batchnorm", "batchnorm_forward", "ba
 
 def _active(training: bool | None) -> bool:
     return prims.training() if training is None else bool(training)
-
-
-def _tracing() -> bool:
-    """True while knetc's specializer runs a primitive to learn its result (``Tape.apply``).
-
-    The generated code then runs it again on every call: side effects (batchnorm's running
-    moments) must happen only there, or the first call of ``knetc.grad`` would apply them twice.
-    """
-    return getattr(prims._state, "tracing", False)
 
 
 def _check_p(p) -> float:
@@ -214,7 +204,7 @@ def batchnorm(x, moments: BNMoments | None = None, params=None, *, training: boo
     PyTorch). At test time the running statistics are used; without ``moments`` the batch
     statistics are always used. ``eps`` is added to the variance.
     """
-    return _batchnorm(x, moments, params, training, eps, momentum, update=not _tracing())[0]
+    return _batchnorm(x, moments, params, training, eps, momentum, update=not prims.tracing())[0]
 
 
 def batchnorm_dx(x, params, saved, dy):

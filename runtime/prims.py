@@ -11,6 +11,8 @@ import numpy as np
 
 from .backend import array_module
 
+# Per-thread flags, private to this module: read them with training() / tracing(), set them with
+# training_mode() / tracing_mode().
 _state = threading.local()
 
 
@@ -28,6 +30,30 @@ def training_mode(flag: bool = True):
         yield
     finally:
         _state.training = old
+
+
+def tracing() -> bool:
+    """True while knetc is specializing in this thread (inside ``tracing_mode(True)``).
+
+    The specializer runs each primitive once to learn its result; the generated code then runs
+    it again on every call. A primitive with a side effect (batchnorm's running moments) must
+    skip it when ``tracing()`` is true, or the first call of ``knetc.grad`` would apply it twice.
+    """
+    return getattr(_state, "tracing", False)
+
+
+@contextlib.contextmanager
+def tracing_mode(flag: bool = True):
+    """Mark this thread as specializing (``tracing()`` is ``flag``) in the block, then restore.
+
+    For the compiler: wrap the run of a primitive whose result the specializer records.
+    """
+    old = getattr(_state, "tracing", False)
+    _state.tracing = flag
+    try:
+        yield
+    finally:
+        _state.tracing = old
 
 
 def relu(x):

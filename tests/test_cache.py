@@ -9,14 +9,21 @@ import knetc
 from knetc import api
 
 
+_LOG: list = []
+
+
 @pytest.fixture(autouse=True)
-def _compile_every_specialization(monkeypatch):
-    """These tests count compilations: tier 0 (first runs uncompiled) is tested on its own below."""
-    monkeypatch.setattr(api, "TIER0", False)
+def _compile_every_specialization():
+    """These tests count compilations (tier 0, first runs uncompiled, is tested on its own below:
+    those tests turn it back on with knetc.settings.override(tier0=True))."""
+    with api.recording() as log:
+        _LOG.append(log)
+        yield
+        _LOG.pop()
 
 
 def compiles():
-    return len(api._compiled_log)
+    return len(_LOG[-1])
 
 
 def entries(g):
@@ -397,8 +404,9 @@ TREES = [((0, 1), 2), (0, (1, (2, 3))), ((4, 5), (6, 0)), (((1, 1), 2), 3), (2, 
 
 
 @pytest.fixture
-def tier0(monkeypatch):
-    monkeypatch.setattr(api, "TIER0", True)
+def tier0():
+    with knetc.settings.override(tier0=True):
+        yield
 
 
 def test_new_structures_run_at_tier_0_and_match_finite_differences(tier0):
@@ -432,8 +440,7 @@ def test_a_tier_0_key_that_comes_back_is_compiled(tier0):
     after = knetc.cache_info(loss, with_loss=True)
     assert after.entries == before.entries + 1 and after.tier0 == before.tier0
     assert after.hits == before.hits + 1
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(api, "TIER0", False)
+    with knetc.settings.override(tier0=False):
         want, lw = knetc.gradloss(_tree_loss)(w, tree, 1)
     for k in w:
         np.testing.assert_allclose(d0[k], want[k], rtol=1e-12)
@@ -534,8 +541,7 @@ def test_threads_with_new_trees_at_tier_0(tier0):
         return _tree_loss(w, tree, label)
     w = _tree_params()
     want = {}
-    with pytest.MonkeyPatch.context() as m:
-        m.setattr(api, "TIER0", False)
+    with knetc.settings.override(tier0=False):
         for i, tree in enumerate(TREES):
             want[i] = knetc.grad(_tree_loss)(w, tree, i % 4)
     for tree in [(0, 0), (1, 1), (2, 2)]:    # three misses first: the threads' first miss is tier 0

@@ -74,7 +74,7 @@ def _is_error_line(err: str) -> bool:
 # knetc show SCRIPT.py
 
 def test_show_script_prints_every_adjoint(script, capsys):
-    hooks = list(api._log_hooks)
+    listeners = list(api._listeners)
     argv, path = sys.argv[:], sys.path[:]
     assert main(["show", script]) == 0
     out, err = capsys.readouterr()
@@ -94,7 +94,7 @@ def test_show_script_prints_every_adjoint(script, capsys):
     compile(out, "<stdout>", "exec")          # the whole output is valid Python
     # the script's own prints went to stderr; process state is restored
     assert "MAIN BLOCK RAN" in err and "MAIN BLOCK RAN" not in out
-    assert api._log_hooks == hooks and sys.argv == argv and sys.path == path
+    assert api._listeners == listeners and sys.argv == argv and sys.path == path
 
 
 def test_script_arguments_after_double_dash(script, capsys):
@@ -315,8 +315,8 @@ def test_show_compiles_specializations_that_would_run_at_tier_0(tmp_path, capsys
         for t in [(0, 1), ((0, 1), 2), (0, (1, 2)), ((0, 1), (2, 3)), (3, (2, (1, 0)))]:
             knetc.grad(loss)(w, t)
     """)
-    before = api.TIER0
+    before = knetc.settings.enabled("tier0")
     assert main(["show", path]) == 0
     out, _ = capsys.readouterr()
     assert out.count("\ndef loss_grad(w, t):") == 5
-    assert api.TIER0 == before       # restored
+    assert knetc.settings.enabled("tier0") == before       # restored

@@ -1,9 +1,10 @@
-"""Tests for knetc.fuse (elementwise kernel fusion) and knetc.runtime.memory, on the CPU.
+"""Tests for knetc.compiler.fusion (elementwise kernel fusion) and knetc.runtime.memory, on the CPU.
 
 The fusion pass is run on the real statement lists knetc generates (captured from
 pipeline.compile_trace by monkeypatching; pipeline.py is not changed). Fused programs run on the CPU
 with KernelOnCPU (the group's original statements) and KernelSourceOnCPU (the generated CUDA
-operation, interpreted with NumPy in C's types) and are compared with the unfused function.
+operation, interpreted with NumPy in C's types), both from tests/fusion_cpu.py, and are compared
+with the unfused function.
 Tests that need a GPU are marked ``gpu`` and skip without CuPy and a device.
 """
 from __future__ import annotations
@@ -16,10 +17,13 @@ import numpy as np
 import pytest
 
 import knetc
-from knetc.compiler import fuse as F
+from knetc.compiler import fusion as F
 from knetc.compiler import pipeline
-from knetc.compiler.codegen import Stmt, compile_function, render
+from knetc.compiler.codegen import compile_function, render
 from knetc.runtime import memory as M
+
+from fusion_cpu import (KernelOnCPU, KernelSourceOnCPU, count_kernels, count_launches, parse_stmt,
+                        probe_shapes)
 
 RNG = np.random.default_rng(0)
 
@@ -90,7 +94,9 @@ MODELS = {"mlp_tanh": (mlp_tanh, _mlp_args), "lstm_cell": (lstm_cell, _lstm_args
 # ------------------------------------------------------------------------------ helpers
 def capture(monkeypatch, fn, args):
     """Build fn's adjoint and keep the statement list insert_frees received (after dead-code
-    removal, before `del`s), the Adjoint (its tape), and the compiled unfused entry."""
+    removal and the lowering of accumulation, before `del`s), the Adjoint (its tape), and the
+    compiled unfused entry. On the GPU, compile_trace's own fusion (fusion.fuse_program) is
+    turned off here: the tests fuse the captured program themselves."""
     got = {}
 
     class Spy(pipeline.Adjoint):
@@ -107,6 +113,7 @@ def capture(monkeypatch, fn, args):
     with monkeypatch.context() as m:
         m.setattr(pipeline, "Adjoint", Spy)
         m.setattr(pipeline, "insert_frees", spy)
+        m.setattr(F, "fuse_program", lambda stmts, tape, adj, **kw: (stmts, {}))
         got["entry"] = knetc.grad(fn).specialize(args)
     got["params"] = list(inspect.signature(fn).parameters)
     got["namespace"] = got["entry"].fn.__globals__
@@ -123,15 +130,14 @@ def compile_fused(got, stmts, kernels, frees=True):
     return compile_function(src, "fused_grad", ns), src
 
 
-def fused_model(monkeypatch, name, executor=F.KernelOnCPU, shapes_from="tape"):
+def fused_model(monkeypatch, name, executor=KernelOnCPU, shapes_from="tape"):
     fn, make = MODELS[name]
     args = make()
     got = capture(monkeypatch, fn, args)
     if shapes_from == "tape":
         shapes, dtypes = F.shapes_from_tape(got["adj"].tape, got["adj"])
     else:
-        shapes, dtypes = F.probe_shapes(got["stmts"], got["params"], args,
-                                        got["namespace"])
+        shapes, dtypes = probe_shapes(got["stmts"], got["params"], args, got["namespace"])
     stmts, kernels = F.fuse(got["stmts"], shapes, dtypes, executor=executor)
     fn2, src = compile_fused(got, stmts, kernels)
     return got, args, stmts, kernels, fn2, src
@@ -160,26 +166,26 @@ LAUNCHES = {}   # model -> (before, after): printed by test_launch_counts_report
 
 # ------------------------------------------------------------------------------ real programs
 @pytest.mark.parametrize("name", list(MODELS))
-@pytest.mark.parametrize("executor", [F.KernelOnCPU, F.KernelSourceOnCPU])
+@pytest.mark.parametrize("executor", [KernelOnCPU, KernelSourceOnCPU])
 @pytest.mark.parametrize("shapes_from", ["tape", "probe"])
 def test_fused_program_equals_unfused(monkeypatch, name, executor, shapes_from):
     got, args, stmts, kernels, fn2, src = fused_model(monkeypatch, name, executor, shapes_from)
     assert kernels, "nothing was fused"
     assert all(f"= {k}(" in src for k in kernels)
-    exact = executor is F.KernelOnCPU
+    exact = executor is KernelOnCPU
     assert_same(run(got["entry"].fn, args), run(fn2, args), exact=exact)
-    before, after = F.count_launches(got["stmts"]), F.count_launches(stmts)
+    before, after = count_launches(got["stmts"]), count_launches(stmts)
     assert after < before
-    assert F.count_kernels(stmts) < F.count_kernels(got["stmts"])
-    LAUNCHES[name] = (before, after, F.count_kernels(got["stmts"]), F.count_kernels(stmts))
+    assert count_kernels(stmts) < count_kernels(got["stmts"])
+    LAUNCHES[name] = (before, after, count_kernels(got["stmts"]), count_kernels(stmts))
 
 
 def test_launch_counts(monkeypatch, capsys):
     rows = []
     for name in MODELS:
         got, args, stmts, kernels, fn2, src = fused_model(monkeypatch, name)
-        b, a = F.count_launches(got["stmts"]), F.count_launches(stmts)
-        kb, ka = F.count_kernels(got["stmts"]), F.count_kernels(stmts)
+        b, a = count_launches(got["stmts"]), count_launches(stmts)
+        kb, ka = count_kernels(got["stmts"]), count_kernels(stmts)
         rows.append((name, b, a, kb, ka, len(kernels)))
         assert a < b and ka < kb
     with capsys.disabled():
@@ -193,38 +199,35 @@ def test_launch_counts(monkeypatch, capsys):
     assert counts["lstm_cell"][2] * 2 < counts["lstm_cell"][1]
 
 
-def test_the_proposed_pipeline_hook_end_to_end(monkeypatch):
-    """pipeline.compile_trace with the hook the report proposes (fuse_program between dead-code removal
-    and insert_frees, kernels added to the namespace), emulated by monkeypatching, with
-    KernelSourceOnCPU standing in for the GPU kernels: grad gives the same answers."""
+def test_the_pipeline_hook_end_to_end(monkeypatch):
+    """pipeline.compile_trace's own GPU hook (fusion.fuse_program after the lowering of
+    accumulation and before insert_frees, its kernels added to the namespace), switched on for
+    NumPy arrays by monkeypatching ``pipeline._fuses``, with KernelSourceOnCPU standing in for
+    the GPU kernels: grad gives the same answers."""
     fn, make = MODELS["lstm_cell"]
     args = make()
     want = knetc.grad(fn)(*copy.deepcopy(args))
     state = {}
+    real_fuse, real_compile = F.fuse_program, pipeline.compile_function
 
-    class Spy(pipeline.Adjoint):
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            state["adj"] = self
-
-    real_frees, real_compile = pipeline.insert_frees, pipeline.compile_function
-
-    def frees(stmts, keep, nbytes=None):
-        stmts, state["kernels"] = F.fuse_program(stmts, state["adj"].tape, state["adj"],
-                                                 executor=F.KernelSourceOnCPU)
-        return real_frees(stmts, keep, nbytes)
+    def fuse_program(stmts, tape, adj, **kw):
+        stmts, state["kernels"] = real_fuse(stmts, tape, adj, executor=KernelSourceOnCPU, **kw)
+        return stmts, state["kernels"]
 
     def compile_(source, name, namespace):
-        namespace.update(state["kernels"])
-        state["source"] = source
+        state["source"], state["namespace"] = source, namespace
         return real_compile(source, name, namespace)
 
-    monkeypatch.setattr(pipeline, "Adjoint", Spy)
-    monkeypatch.setattr(pipeline, "insert_frees", frees)
+    monkeypatch.setattr(pipeline, "_fuses", lambda xp: True)
+    monkeypatch.setattr(F, "fuse_program", fuse_program)
     monkeypatch.setattr(pipeline, "compile_function", compile_)
     knetc.api._CACHES.pop(fn, None)   # grads of one function share a cache: compile anew
-    have = knetc.grad(fn)(*copy.deepcopy(args))
+    try:
+        have = knetc.grad(fn)(*copy.deepcopy(args))
+    finally:
+        knetc.api._CACHES.pop(fn, None)     # no CPU stand-in kernels left in the cache
     assert state["kernels"] and all(f"= {k}(" in state["source"] for k in state["kernels"])
+    assert all(state["namespace"][k] is v for k, v in state["kernels"].items())
     for a, b in zip(want, have):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
 
@@ -235,7 +238,7 @@ def test_fusion_after_insert_frees_is_still_correct(monkeypatch):
     got = capture(monkeypatch, fn, args)
     with_dels = pipeline.insert_frees(got["stmts"], got["keep"], got["nbytes"])
     shapes, dtypes = F.shapes_from_tape(got["adj"].tape, got["adj"])
-    stmts, kernels = F.fuse(with_dels, shapes, dtypes, executor=F.KernelSourceOnCPU)
+    stmts, kernels = F.fuse(with_dels, shapes, dtypes, executor=KernelSourceOnCPU)
     assert kernels
     fn2, _ = compile_fused(got, stmts, kernels, frees=False)
     assert_same(run(got["entry"].fn, args), run(fn2, args), exact=False)
@@ -255,7 +258,7 @@ def test_golden_tanh_backward(monkeypatch):
 
 def test_golden_relu_keeps_nan_like_numpy_and_cupy(monkeypatch):
     got, args, stmts, kernels, fn2, src = fused_model(monkeypatch, "relu_softmax",
-                                                      executor=F.KernelSourceOnCPU)
+                                                      executor=KernelSourceOnCPU)
     (k,) = [k for k in kernels.values() if "h" in k.group_outputs]
     assert k.source.operation == ("float t0 = x0 + x1;\nz0 = t0;\n"
                                   "z1 = (isnan(t0) ? t0 : fmaxf(t0, 0.0f));")
@@ -283,26 +286,16 @@ def _group(codes, env, ret=(), **kw):
     float/int/bool)."""
     stmts = [_stmt(c) for c in codes]
     if ret:
-        stmts.append(Stmt("return " + ", ".join(ret), (), tuple(ret), effect=True))
+        stmts.append(_stmt("return " + ", ".join(ret)))
     shapes = {k: v[0] for k, v in env.items()}
     dtypes = {k: v[1] for k, v in env.items()}
-    return stmts, F.fuse(stmts, shapes, dtypes, executor=kw.pop("executor", F.KernelOnCPU), **kw)
+    return stmts, F.fuse(stmts, shapes, dtypes, executor=kw.pop("executor", KernelOnCPU), **kw)
 
 
 def _stmt(code, effect=False):
-    import ast
-    tree = ast.parse(code).body[0]
-    loads = sorted({n.id for n in ast.walk(tree) if type(n) is ast.Name
-                    and type(n.ctx) is ast.Load and n.id != "np"})
-    if type(tree) is ast.Assign:
-        t = tree.targets[0]
-        defs = [t.id] if type(t) is ast.Name else [e.id for e in t.elts] \
-            if type(t) is ast.Tuple else [t.value.id]
-    elif type(tree) is ast.AugAssign:
-        defs = [tree.target.id if type(tree.target) is ast.Name else tree.target.value.id]
-    else:
-        defs = []
-    return Stmt(code, defs, loads, effect=effect)
+    """A hand-written line as the IR statement the compiler would hold for it (``effect``: a
+    random draw or another call that must run; guards and returns are effects anyway)."""
+    return parse_stmt(code, effect)
 
 
 F32, F64, I32, B = (np.dtype(t) for t in (np.float32, np.float64, np.int32, np.bool_))
@@ -317,10 +310,10 @@ def test_golden_mixed_dtypes_where_mask_inout_and_host_scalar():
              "acc += r * s",
              "q = k / 2 + (x >= y).astype(np.float64)",
              "return acc, q"]
-    stmts = [_stmt(c, effect=c.startswith("return")) for c in codes]
+    stmts = [_stmt(c) for c in codes]
     shapes = {k: v[0] for k, v in env.items() if k != "acc"}
     dtypes = {k: v[1] for k, v in env.items() if k != "acc"}
-    out, kernels = F.fuse(stmts, shapes, dtypes, executor=F.KernelSourceOnCPU)
+    out, kernels = F.fuse(stmts, shapes, dtypes, executor=KernelSourceOnCPU)
     (k,) = kernels.values()
     src = k.source
     assert src.in_params == "float32 x0, float32 x1, float64 x2, int32 x3"
@@ -351,7 +344,7 @@ def test_kernel_cache_reuses_identical_sources(monkeypatch):
         args = _mlp_args(batch)
         got = capture(monkeypatch, fn, args)
         shapes, dtypes = F.shapes_from_tape(got["adj"].tape, got["adj"])
-        _, kernels = F.fuse(got["stmts"], shapes, dtypes, executor=F.KernelOnCPU)
+        _, kernels = F.fuse(got["stmts"], shapes, dtypes, executor=KernelOnCPU)
         sources.append([k.group.source for k in kernels.values()])
     assert sources[0] == sources[1]      # the batch size is not in the kernel text
     compiled = []
@@ -373,20 +366,19 @@ def test_effects_and_guards_are_barriers():
              "c = b + y",
              "d = c * c",
              "return a, d"]
-    stmts = [_stmt(c, effect=c.startswith(("if", "return"))) for c in codes]
+    stmts = [_stmt(c) for c in codes]
     shapes = {k: v[0] for k, v in env.items()}
     dtypes = {k: v[1] for k, v in env.items()}
-    out, kernels = F.fuse(stmts, shapes, dtypes, executor=F.KernelOnCPU)
+    out, kernels = F.fuse(stmts, shapes, dtypes, executor=KernelOnCPU)
     assert [s.code for s in out] == ["a, b = _k0(x, y)", "if n != 3: raise _GuardFailed()",
                                      "d = _k1(b, y)", "return a, d"]
     assert out[1] is stmts[2] and out[3] is stmts[5]
 
 
 def test_impure_calls_are_barriers():
-    env = {"x": ((8,), F32)}
     stmts = [_stmt("a = x * 2"), _stmt("r = draw(x)", effect=True), _stmt("b = a + 1"),
              _stmt("c = b * r")]
-    stmts.append(Stmt("return c", (), ("c",), effect=True))
+    stmts.append(_stmt("return c"))
     out, kernels = F.fuse(stmts, {"x": (8,), "r": (8,)}, {"x": F32, "r": F32})
     assert [s.code for s in out] == ["a = x * 2", "r = draw(x)", "c = _k0(a, r)", "return c"]
 
@@ -438,9 +430,9 @@ def test_inplace_accumulation_into_a_fresh_buffer_is_an_inout():
     env = {"x": ((4, 4), F32), "y": ((4, 4), F32)}
     codes = ["dx = np.full((4, 4), 1.0, np.float32)", "t = x * y", "dx += t * 2",
              "dx += y", "return dx"]
-    stmts = [_stmt(c, effect=c.startswith("return")) for c in codes]
+    stmts = [_stmt(c) for c in codes]
     out, kernels = F.fuse(stmts, {k: v[0] for k, v in env.items()},
-                          {k: v[1] for k, v in env.items()}, executor=F.KernelSourceOnCPU)
+                          {k: v[1] for k, v in env.items()}, executor=KernelSourceOnCPU)
     assert [s.code for s in out][1] == "dx = _k0(x, y, dx)"
     (k,) = kernels.values()
     assert k.source.operation == ("float t0 = x0 * x1;\nfloat t1 = z0 + t0 * 2.0f;\n"
@@ -472,8 +464,7 @@ def test_inplace_update_is_not_fused_with_readers_of_a_view_of_its_buffer():
     env = {"a": ((3, 4), F32), "w": ((3, 4), F32)}
     codes = ["acc = np.zeros((3, 4), np.float32)", "w = acc[:, :]", "acc += a",
              "v = w * 2 + 1"]
-    stmts, (out, kernels) = _group(codes, env, ret=("acc", "v"),
-                                   executor=F.KernelSourceOnCPU)
+    stmts, (out, kernels) = _group(codes, env, ret=("acc", "v"), executor=KernelSourceOnCPU)
     assert [s.code for s in out] == codes[:3] + ["v = _k0(w)", "return acc, v"]
     a = _f32(3, 4)
     ns = {"np": np, "a": a, **kernels}
@@ -488,11 +479,11 @@ def test_host_scalar_arithmetic_is_not_fused_nor_counted():
              "e = d * x"]
     stmts, (out, kernels) = _group(codes, env)
     assert not kernels and [s.code for s in out] == codes
-    assert F.count_launches(stmts) == 2          # np.full and d * x
-    assert F.count_launches([_stmt("w_0, w_1 = w"), _stmt("v = g[:, 0:8]"),
-                             _stmt("i, f = np.split(g, 2, axis=1)"), _stmt("del v"),
-                             _stmt("if n != 3: raise _GuardFailed()", effect=True),
-                             _stmt("u = g.sum(axis=1).reshape((4, 1))")]) == 1
+    assert count_launches(stmts) == 2          # np.full and d * x
+    assert count_launches([_stmt("w_0, w_1 = w"), _stmt("v = g[:, 0:8]"),
+                           _stmt("i, f = np.split(g, 2, axis=1)"), _stmt("del v"),
+                           _stmt("if n != 3: raise _GuardFailed()"),
+                           _stmt("u = g.sum(axis=1).reshape((4, 1))")]) == 1
 
 
 def test_narrower_output_splits_the_group():
@@ -501,7 +492,7 @@ def test_narrower_output_splits_the_group():
              "b = a * v + 1",
              "c = b * b",
              "s = a.sum() + c.sum()"]
-    stmts, (out, kernels) = _group(codes, env, executor=F.KernelSourceOnCPU)
+    stmts, (out, kernels) = _group(codes, env, executor=KernelSourceOnCPU)
     assert [s.code for s in out] == ["a = _k0(u)", "c = _k1(a, v)", "s = a.sum() + c.sum()"]
     k0, k1 = kernels.values()
     u, v = _f32(1, 8), _f32(4, 8)
@@ -513,7 +504,7 @@ def test_narrower_output_splits_the_group():
 def test_local_narrow_values_are_recomputed_in_the_kernel():
     env = {"u": ((1, 8), F32), "v": ((4, 8), F32)}
     codes = ["a = u * 2 + 1", "b = a * v + 1", "s = b.sum()"]
-    stmts, (out, kernels) = _group(codes, env, executor=F.KernelSourceOnCPU)
+    stmts, (out, kernels) = _group(codes, env, executor=KernelSourceOnCPU)
     assert [s.code for s in out] == ["b = _k0(u, v)", "s = b.sum()"]
     (k,) = kernels.values()
     u, v = _f32(1, 8), _f32(4, 8)
@@ -600,10 +591,10 @@ def test_random_programs_fused_equal_numpy():
             continue                       # NumPy refuses (e.g. - on bools): not a program
         targets = sorted({c.split(" ")[0] for c in codes})
         stmts = [_stmt(c) for c in codes]
-        stmts.append(Stmt("return " + ", ".join(targets), (), targets, effect=True))
+        stmts.append(_stmt("return " + ", ".join(targets)))
         shapes = {k: v[0] for k, v in names.items()}
         dtypes = {k: v[1] for k, v in names.items()}
-        out, kernels = F.fuse(stmts, shapes, dtypes, executor=F.KernelSourceOnCPU, min_ops=1)
+        out, kernels = F.fuse(stmts, shapes, dtypes, executor=KernelSourceOnCPU, min_ops=1)
         fused_any += bool(kernels)
         ns = {"np": np, **kernels, **copy.deepcopy(vals)}
         with np.errstate(all="ignore"):

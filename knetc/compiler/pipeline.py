@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import errors
-from .reverse import Adjoint, base_name
-from .codegen import Stmt, call_code, code_of, compile_function, register_source, render
-from .optimize import eliminate_dead_code, insert_frees
 from ..runtime import prims
 from ..runtime.backend import devices_of
+from . import ir
+from .codegen import compile_function, register_source, render, render_body
+from .optimize import LOWERING_NAMES, eliminate_dead_code, insert_frees, lower_accumulation
+from .reverse import Adjoint
 from .specialize import Specializer
-from .tape import Sym, Tape
+from .tape import Sym, Tape, syms_in
+from .values import call_expr, dtype_expr, value_expr
 
 
 @dataclass
@@ -24,7 +26,8 @@ class Entry:
     """One cached specialization: the compiled adjoint and how it was made.
 
     ``fn`` is the generated function; ``run`` calls it, inside ``training_mode(True)`` when its
-    code calls primitives that read the training flag (dropout, batchnorm, user rules)."""
+    code calls primitives that read the training flag (dropout, batchnorm, user rules).
+    ``info``: what it is (``function``, ``where``, ``wrt``, ``specialized``), for tools."""
     fn: object
     source: str
     name: str
@@ -62,7 +65,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bo
     tape = Tape()
     tape.taken.update(params)
     spec = Specializer(tape)
-    mirrored = [spec.mirror_value(a, p, diff=(i == argnum)) for i, (p, a) in enumerate(zip(params, args))]
+    mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i == argnum))
+                for i, (p, a) in enumerate(zip(params, args))]
     wrt = mirrored[argnum]
     _check_parameter(wrt, params[argnum], fn)
     tape.loc = (fn.__code__.co_filename, fn.__code__.co_firstlineno)
@@ -89,14 +93,15 @@ def compile_trace(tr: Trace) -> Entry:
     """Generate, optimize and compile the whole adjoint function of a trace."""
     fn, params, args, tape, adj, xp = tr.fn, tr.params, tr.args, tr.tape, tr.adj, tr.xp
     forward = [_forward_stmt(op, tape) for op in tape.ops]
-    ret = _result_stmt(tr, "return ")
-    uses = ret.uses
-    stmts = eliminate_dead_code(forward + adj.stmts + [ret], ())
-    # On the GPU, runs of elementwise statements become one fused CUDA kernel each (knetc/fuse.py;
-    # KNETC_FUSE=0 turns it off). On the CPU, NumPy's one-call-per-op is already the fastest form.
+    ret = ir.Return(_result_expr(tr))
+    stmts = eliminate_dead_code(forward + adj.stmts + [ret])
+    stmts = lower_accumulation(stmts, pure=tr.pure)
+    # On the GPU, runs of elementwise statements become one fused CUDA kernel each
+    # (knetc/compiler/fusion; KNETC_FUSE=0 turns it off). On the CPU, NumPy's one call per
+    # operation is already the fastest form.
     kernels = {}
     if _fuses(xp):
-        from .fuse import fuse_program
+        from .fusion import fuse_program
         stmts, kernels = fuse_program(stmts, tape, adj)
     reads = {o.name for op in tape.ops if op.kind == "read"
              for o in (op.outs if type(op.outs) is tuple else (op.outs,))}
@@ -106,12 +111,13 @@ def compile_trace(tr: Trace) -> Entry:
             for o in (op.outs if type(op.outs) is tuple else (op.outs,)):
                 if o is not None:
                     sizes[o.name] = o.nbytes
-    stmts = insert_frees(stmts, keep=set(uses) | reads | set(params), nbytes=sizes)
+    stmts = insert_frees(stmts, keep=set(stmts[-1].uses) | reads | set(params), nbytes=sizes)
 
-    name = f"{_ident(fn.__name__)}_grad"
-    shapes = ", ".join(_describe(a) for a in args)
-    header = [f"knetc: gradient of {fn.__qualname__} ({_where(fn)}) wrt {params[tr.argnum]}",
-              f"specialized to ({shapes})" + ("; pure (no in-place updates)" if tr.pure else "")]
+    name = f"{ident(fn.__name__)}_grad"
+    info = {"function": fn.__qualname__, "where": _where(fn), "wrt": params[tr.argnum],
+            "specialized": "(" + ", ".join(describe(a) for a in args) + ")", "pure": tr.pure}
+    header = [f"knetc: gradient of {info['function']} ({info['where']}) wrt {info['wrt']}",
+              f"specialized to {info['specialized']}" + ("; pure (no in-place updates)" if tr.pure else "")]
     # Generated code says np.*; for CuPy arguments `np` is bound to cupy (the cache keys on the
     # array type, so CPU and GPU specializations never share code).
     if xp is not np:
@@ -120,9 +126,9 @@ def compile_trace(tr: Trace) -> Entry:
     namespace = _namespace(tape, xp)
     namespace.update(kernels)
     compiled = compile_function(source, name, namespace)
-    nops = sum(1 for s in stmts if not s.code.startswith(("del ", "return ")))
+    nops = sum(1 for s in stmts if type(s) not in (ir.Free, ir.Return))
     run = _in_training(compiled) if _reads_training(tape) else compiled
-    return Entry(compiled, source, name, nops, time.perf_counter() - tr.started, run=run)
+    return Entry(compiled, source, name, nops, time.perf_counter() - tr.started, info=info, run=run)
 
 
 def _reads_training(tape) -> bool:
@@ -133,15 +139,9 @@ def _reads_training(tape) -> bool:
 
 def _in_training(fn):
     """``fn`` run with the training flag on (dropout active while differentiating), as when traced."""
-    state = prims._state
-
     def run(*args):
-        was = getattr(state, "training", False)
-        state.training = True
-        try:
+        with prims.training_mode(True):
             return fn(*args)
-        finally:
-            state.training = was
     return run
 
 
@@ -151,7 +151,7 @@ def _fuses(xp) -> bool:
 
 def _namespace(tape, xp) -> dict:
     """The globals of generated code: np, the guard exception, and every object it refers to."""
-    namespace = {"np": xp, "_GuardFailed": errors.GuardFailed}
+    namespace = {"np": xp, "_GuardFailed": errors.GuardFailed, **LOWERING_NAMES}
     namespace.update({code: obj for code, obj in tape.refs.values() if "." not in code})
     return namespace
 
@@ -191,80 +191,73 @@ def run_traced(tr: Trace) -> tuple:
                         env[o.name] = o.val
             else:
                 env[op.outs.name] = op.outs.val
-        elif kind == "store":
-            stores.append(op.expr)
-    stmts = eliminate_dead_code(adj.stmts + [_result_stmt(tr, "_result = ")], ())
-    source = "\n".join(stores + [s.code for s in stmts]) + "\n"
-    filename = register_source(source, f"{_ident(tr.fn.__name__)}_grad_tier0")
+        elif type(op.stmt) is ir.Store:
+            stores.append(op.stmt)
+    stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr), target="_result")])
+    source = render_body(stores + lower_accumulation(stmts))
+    filename = register_source(source, f"{ident(tr.fn.__name__)}_grad_tier0")
     # One dict for globals and locals: generated comprehensions see every name.
     exec(compile(source, filename, "exec"), env)
     linecache.cache.pop(filename, None)   # kept for the traceback only when it raised
     return env["_result"]
 
 
-def _forward_stmt(op, tape) -> Stmt:
+def _forward_stmt(op, tape) -> ir.Stmt:
     if op.kind == "read":
         if type(op.outs) is tuple:
-            names = [o.name for o in op.outs]
-            target = ", ".join(names) + ("," if len(names) == 1 else "")
-            return Stmt(f"{target} = {op.expr}", names, (), op.loc)
-        return Stmt(f"{op.outs.name} = {op.expr}", (op.outs.name,), (), op.loc)
-    if op.kind == "check":
-        names = [s.name for s in op.uses]
-        return Stmt(op.expr.format(*names), (), names, op.loc, effect=True)
-    if op.kind in ("guard", "store"):
-        return Stmt(op.expr, (), tuple(s.name if type(s) is Sym else s for s in op.uses), op.loc,
-                    effect=True)
-    outs = op.outs if type(op.outs) is tuple else (op.outs,)
+            return ir.Assign([o.name for o in op.outs], op.expr, op.loc, unpack=True)
+        return ir.Assign(op.outs.name, op.expr, op.loc)
+    if op.kind == "effect":
+        return op.stmt
+    several = type(op.outs) is tuple
+    outs = op.outs if several else (op.outs,)
     names = [o.name if o is not None else "_" for o in outs]
     fn = op.fn
     if op.saved is not None:
         fn = op.rule.forward
         names.append(op.saved.name)
-    uses: list[str] = []
-    text = call_code(fn, op.args, op.kwargs, tape, uses)
-    target = ", ".join(names)
     # Impure primitives (random draws, running statistics) run even when their result is unused.
-    return Stmt(f"{target} = {text}", [n for n in names if n != "_"], uses, op.loc,
-                effect=op.rule.impure)
+    return ir.Assign(names, call_expr(fn, op.args, op.kwargs, tape), op.loc, effect=op.rule.impure,
+                     unpack=several or op.saved is not None)
 
 
-def _result_stmt(tr: Trace, lead: str) -> Stmt:
-    """``<lead>(gradient, loss)``: the statement that hands the result back."""
-    uses: list[str] = []
-    grads = _grad_structure(tr.wrt, tr.adj, uses, _widest_float(tr.tape))
-    loss_code = code_of(tr.loss, tr.tape, uses)
-    return Stmt(f"{lead}{grads}, {loss_code}", uses=uses, effect=True)
+def _result_expr(tr: Trace) -> ir.Expr:
+    """``(gradient, loss)``: what the generated function hands back."""
+    fresh = {s.defs[0] for s in tr.adj.stmts
+             if type(s) in (ir.Accumulate, ir.ScatterAdd) or (type(s) is ir.Assign and ir.is_fresh(s.value))}
+    given: set[str] = set()
+    grads = _grad_structure(tr.wrt, tr.adj, _widest_float(tr.tape), fresh, given)
+    return ir.Tuple([grads, value_expr(tr.loss, tr.tape)])
 
 
-def _grad_structure(value, adj, uses, widest: int) -> str:
-    """Code for the gradient, shaped like the differentiated argument. Each array's gradient has
-    its parameter's dtype (as in PyTorch and JAX), also when wider data (float64) met a float32
-    parameter: ``widest`` is the largest float itemsize on the tape."""
+def _grad_structure(value, adj, widest: int, fresh: set, given: set) -> ir.Expr:
+    """The gradient, shaped like the differentiated argument. Each array's gradient has its
+    parameter's dtype (as in PyTorch and JAX), also when wider data (float64) met a float32
+    parameter: ``widest`` is the largest float itemsize on the tape. A gradient that is not
+    fresh memory of its own (a view, shared with another leaf) is copied: users may update it."""
     t = type(value)
     if t is Sym:
         g = adj.grad_of(value) if value.diff else None
         if g is None:
-            return "None"
-        if g == "1.0":      # the loss is the parameter itself
-            return "1.0" if value.float_leaf else f"np.ones_like({value.name})"
-        uses.append(base_name(g))
+            return ir.NONE
+        if g is ir.ONE:      # the loss is the parameter itself
+            return ir.ONE if value.float_leaf else ir.call(ir.np_fn("ones_like"), ir.Var(value))
         if value.float_leaf:
-            return f"float({g})"
+            return ir.call(ir.Name("float"), g)
         dtype = value.dtype
         if dtype.kind == "f" and dtype.itemsize < widest:
-            return f"{g}.astype({code_of(dtype, adj.tape, [])})"    # a copy, in the right dtype
-        # A gradient that is a view or shared with another leaf is copied: users may update it.
-        return g if adj.pure or adj.grads[id(value)][1] else f"np.copy({g})"
-    if t is list:
-        return "[" + ", ".join(_grad_structure(v, adj, uses, widest) for v in value) + "]"
-    if t is tuple:
-        inner = ", ".join(_grad_structure(v, adj, uses, widest) for v in value)
-        return f"({inner},)" if len(value) == 1 else f"({inner})"
+            return ir.method(g, "astype", dtype_expr(dtype))    # a copy, in the right dtype
+        own = type(g) is ir.Name and g.id in fresh and g.id not in given
+        if type(g) is ir.Name:
+            given.add(g.id)
+        return g if adj.pure or own else ir.call(ir.np_fn("copy"), g)
+    if t is list or t is tuple:
+        items = [_grad_structure(v, adj, widest, fresh, given) for v in value]
+        return ir.List(items) if t is list else ir.Tuple(items)
     if t is dict:
-        return "{" + ", ".join(f"{k!r}: {_grad_structure(v, adj, uses, widest)}"
-                               for k, v in value.items()) + "}"
-    return "None"
+        return ir.Dict([ir.lit(k) for k in value],
+                       [_grad_structure(v, adj, widest, fresh, given) for v in value.values()])
+    return ir.NONE
 
 
 def _widest_float(tape) -> int:
@@ -298,7 +291,6 @@ def _array_module(fn, params, args):
 
 
 def _check_parameter(wrt, name, fn):
-    from .tape import syms_in
     if not any(s.diff for s in syms_in(wrt)):
         code = fn.__code__
         raise errors.LossError(
@@ -328,15 +320,15 @@ def _check_loss(result, fn, loc):
          "Return one scalar (for several values, return their sum or use separate functions).")
 
 
-def _describe(a) -> str:
+def describe(a) -> str:
     t = type(a)
     if hasattr(a, "shape") and hasattr(a, "dtype"):
         return f"{tuple(a.shape)} {a.dtype}"
     if t in (list, tuple):
-        inner = ", ".join(_describe(x) for x in a[:4]) + (", …" if len(a) > 4 else "")
+        inner = ", ".join(describe(x) for x in a[:4]) + (", …" if len(a) > 4 else "")
         return f"[{inner}]" if t is list else f"({inner})"
     if t is dict:
-        return "{" + ", ".join(f"{k!r}: {_describe(v)}" for k, v in list(a.items())[:4]) + \
+        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in list(a.items())[:4]) + \
             (", …" if len(a) > 4 else "") + "}"
     if t is float:
         return "float"
@@ -348,7 +340,7 @@ def _where(fn) -> str:
     return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
 
 
-def _ident(name: str) -> str:
+def ident(name: str) -> str:
     s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
     return s if s and not s[0].isdigit() else f"f{s}"
 

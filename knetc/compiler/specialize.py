@@ -18,10 +18,13 @@ import gast
 import numpy as np
 
 from .. import errors
-from .codegen import hashable
-from .parse import parse_function
 from ..rules import registry
-from .tape import Sym, Tape
+from ..runtime import prims
+from . import ir
+from .cache import spec_of
+from .parse import parse_function
+from .tape import Sym, Tape, concrete, syms_in
+from .values import value_expr
 
 _BINOPS = {gast.Add: operator.add, gast.Sub: operator.sub, gast.Mult: operator.mul,
            gast.Div: operator.truediv, gast.FloorDiv: operator.floordiv, gast.Mod: operator.mod,
@@ -78,6 +81,16 @@ class _Continue(Exception):
     pass
 
 
+class Inlinable:
+    """A gradient function (``knetc.grad(g)``) called inside a differentiated function: the
+    specializer inlines its generated code, ``specialize(args, kwargs, pure=True).fn``."""
+    fun: object
+    with_loss: bool
+
+    def specialize(self, args, kwargs=None, *, pure: bool = False):
+        raise NotImplementedError
+
+
 class Frame:
     """One activation of a user function: its variables, enclosing frame, globals and cells."""
     __slots__ = ("vars", "parent", "globals", "cells", "filename", "fn")
@@ -119,8 +132,6 @@ class Specializer:
         self._stores: list = []    # (loc, container path, key, value) stored into the caller's data
         self._objects: dict = {}   # id(outside object) -> (its path in the code, the object)
         self.result_loc = (None, None)   # the statement that returned the result
-        from .. import api
-        self._grad_types = (api.Grad,)
 
     # -- entry --------------------------------------------------------------------------
     def run(self, fn, args, kwargs):
@@ -132,24 +143,22 @@ class Specializer:
     def emit_stores(self):
         """The stores into the caller's containers, after every guard of the forward code (a call
         whose guard fails must not have changed the caller's data), written with final names."""
-        from .codegen import code_of
         for loc, path, key, value in self._stores:
             self.tape.loc = loc
-            uses = []
-            code = code_of(value, self.tape, uses)
-            self.tape.effect("store", f"{path}[{code_of(key, self.tape, uses)}] = {code}", uses)
+            target = ir.Subscript(path, value_expr(key, self.tape))
+            self.tape.effect(ir.Store(target, value_expr(value, self.tape)))
         self._stores = []
 
     # -- calls --------------------------------------------------------------------------
     def call(self, f, args, kwargs):
         if isinstance(f, Closure):
             return self.call_closure(f, args, kwargs)
-        if isinstance(f, self._grad_types):
+        if isinstance(f, Inlinable):
             return self.call_grad(f, args, kwargs)
         rule = registry.lookup(f)
         if rule is not None:
             return self.tape.apply(f, tuple(args), kwargs)
-        special = _BUILTINS.get(f) if hashable(f) else None
+        special = _BUILTINS.get(f) if getattr(type(f), "__hash__", None) is not None else None
         if special is not None:
             return special(self, args, kwargs)
         if isinstance(f, types.FunctionType) and f.__module__ in _RECORDING:
@@ -169,7 +178,6 @@ class Specializer:
                                f"knetc: .{f.__name__}() on a container passed in from outside "
                                "changes the caller's data, which the cached code cannot replay",
                                "Instead: assign an element (h[0] = v), or build a new list.")
-        from .tape import syms_in
         if syms_in(list(args)) or (kwargs and syms_in(kwargs)):
             if isinstance(f, type) and f in (list, tuple, dict, zip, enumerate, reversed, sorted,
                                              map, filter, iter):
@@ -197,7 +205,6 @@ class Specializer:
 
     def call_grad(self, g, args, kwargs):
         """grad(...) inside a differentiated function: inline the generated adjoint's source."""
-        from .tape import concrete
         if isinstance(g.fun, type(g)):
             self.tape.fail(errors.UnsupportedSyntax,
                            "knetc: calling grad(grad(f)) inside a differentiated function is not supported",
@@ -325,7 +332,6 @@ class Specializer:
             if not np.can_cast(new.dtype, old.dtype, "same_kind"):
                 raise TypeError(f"Cannot cast ufunc output from dtype('{new.dtype}') to "
                                 f"dtype('{old.dtype}') with casting rule 'same_kind'")
-            from ..runtime import prims
             new = self.tape.apply(prims.astype, (new, old.dtype))
         return new
 
@@ -466,12 +472,12 @@ class Specializer:
             return hit[0]
         tape = self.tape
         if cell is not None:
-            where = f"{tape.ref(cell, 'cell_' + name)}.cell_contents"
+            where = ir.Attr(ir.Name(tape.ref(cell, 'cell_' + name)), "cell_contents")
         else:
             g = self._gnames.get(id(frame.globals))
             if g is None:
                 g = self._gnames[id(frame.globals)] = tape.ref(frame.globals, "_g")
-            where = f"{g}[{name!r}]"
+            where = ir.Subscript(ir.Name(g), ir.Const(name))
         return self.reachable(key, where, name, value)
 
     def reachable(self, key, where, name, value):
@@ -487,16 +493,14 @@ class Specializer:
         elif type(value) is float or type(value).__name__ == "ndarray":
             result = self._read(where, value, name=name)
         elif isinstance(value, (int, str, bool, type(None), bytes)):
-            tape.effect("guard", f"if {where} != {tape_repr(value, tape)}: raise _GuardFailed()")
+            tape.guard(ir.BinOp("!=", where, value_expr(value, tape)))
         elif isinstance(value, (list, tuple, dict)):
-            from .cache import spec_of
             spec = spec_of(value)
-            ref = tape.ref(spec, "spec")
-            key_fn = tape.ref(spec_of, "spec_of")
-            tape.effect("guard", f"if {key_fn}({where}) != {ref}: raise _GuardFailed()")
-            result = self.mirror_value(value, where, diff=False)
+            ref = ir.Name(tape.ref(spec, "spec"))
+            tape.guard(ir.BinOp("!=", ir.call(ir.Name(tape.ref(spec_of, "spec_of")), where), ref))
+            result = self.mirror_value(value, where, diff=False, name=name)
         else:
-            tape.effect("guard", f"if {where} is not {tape.ref(value, name)}: raise _GuardFailed()")
+            tape.guard(ir.BinOp("is not", where, ir.Name(tape.ref(value, name))))
             self._track(value, where)
         self._globals[key] = (result,)
         return result
@@ -504,7 +508,7 @@ class Specializer:
     def mirror_value(self, value, path, diff, name=None):
         """A copy of the caller's structure whose arrays are Syms read from ``path`` at run time."""
         t = type(value)
-        name = name or path
+        name = name or path.render()
         if (t is list or t is tuple) and value and all(_is_leaf(v) for v in value):
             # A flat list of arrays (a layer's weights): one unpacking statement reads them all.
             items = self.tape.read_many(path, value, diff, [_ident(f"{name}_{i}") for i in range(len(value))])
@@ -514,14 +518,14 @@ class Specializer:
                 self.mirror.add(out, path)
             return out
         if t is list or t is tuple:
-            items = [self.mirror_value(v, f"{path}[{i}]", diff, f"{name}_{i}")
+            items = [self.mirror_value(v, ir.Subscript(path, ir.Const(i)), diff, f"{name}_{i}")
                      for i, v in enumerate(value)]
             out = items if t is list else tuple(items)
             if t is list:
                 self.mirror.add(out, path)
             return out
         if t is dict:
-            out = {k: self.mirror_value(v, f"{path}[{k!r}]", diff, f"{name}_{_ident(k)}")
+            out = {k: self.mirror_value(v, ir.Subscript(path, ir.lit(k)), diff, f"{name}_{_ident(k)}")
                    for k, v in value.items()}
             self.mirror.add(out, path)
             return out
@@ -545,7 +549,7 @@ class Specializer:
         hit = self._objects.get(id(obj))
         if hit is None or isinstance(value, types.MethodType) and value.__self__ is obj:
             return value
-        return self.reachable((id(obj), attr), f"{hit[0]}.{attr}", attr, value)
+        return self.reachable((id(obj), attr), ir.Attr(hit[0], attr), attr, value)
 
     def _read(self, *args, **kwargs):
         s = self.tape.read(*args, **kwargs)
@@ -570,7 +574,6 @@ class Specializer:
             if type(o) is np.ndarray and type(val) is np.ndarray:
                 return np.may_share_memory(val, o)
             return o is val
-        from .tape import syms_in
         if any(shares(e) for e in self._external.values()):
             return False
         for f in self.frames:
@@ -802,11 +805,6 @@ def _ident(k) -> str:
     return s if s and not s[0].isdigit() else f"k{s}"
 
 
-def tape_repr(value, tape):
-    from .codegen import code_of
-    return code_of(value, tape, [])
-
-
 # Builtins that need to know about symbolic values.
 def _b_len(self, args, kwargs):
     return len(args[0])
@@ -826,7 +824,6 @@ def _b_getattr(self, args, kwargs):
 
 
 def _b_print(self, args, kwargs):
-    from .tape import syms_in
     if syms_in(list(args)):
         self.tape.fail(errors.UnsupportedSyntax,
                        "knetc: print() of an array inside a differentiated function would show "

@@ -14,6 +14,7 @@ import numpy as np
 from .. import errors
 from ..rules import registry
 from ..runtime import prims
+from . import ir
 
 
 class Sym:
@@ -117,19 +118,19 @@ Sym.__hash__ = lambda a: id(a)  # comparisons are overloaded, identity hashing i
 
 
 class Op:
-    """One statement of the forward program.
+    """One step of the recorded forward program.
 
-    kind: 'call' (outs = fn(*args, **kwargs)), 'read' (outs = a run-time read, ``expr``),
-    'store' (an effect: ``expr``), 'guard' (a check, ``expr``), 'check' (a guard on values:
-    ``expr`` with ``{0}``… standing for the names of ``uses``).
+    kind: 'call' (outs = fn(*args, **kwargs), with this call's values), 'read' (outs = a value
+    read when the code runs, from ``expr``, an IR expression), 'effect' (an IR statement kept
+    whatever its result: a guard, a store into the caller's data).
     """
-    __slots__ = ("kind", "outs", "fn", "args", "kwargs", "loc", "rule", "saved", "expr", "uses")
+    __slots__ = ("kind", "outs", "fn", "args", "kwargs", "loc", "rule", "saved", "expr", "stmt")
 
     def __init__(self, kind, outs, fn=None, args=(), kwargs=None, loc=None, rule=None, expr=None,
-                 uses=()):
+                 stmt=None):
         self.kind, self.outs, self.fn, self.args = kind, outs, fn, args
         self.kwargs = kwargs or {}
-        self.loc, self.rule, self.saved, self.expr, self.uses = loc, rule, None, expr, uses
+        self.loc, self.rule, self.saved, self.expr, self.stmt = loc, rule, None, expr, stmt
 
 
 def syms_in(value, out=None):
@@ -280,15 +281,12 @@ class Tape:
         if rule.alias:           # getval: the same value, cut off from the gradient
             s = syms[0]
             return Sym(self, s.name, s.val, False, temp=False)
-        state = prims._state
-        state.tracing = True   # side effects (running statistics) belong to the generated code
-        try:
-            val = fn(*concrete(args), **concrete(kwargs))
+        try:    # side effects (running statistics) belong to the generated code
+            with prims.tracing_mode(True):
+                val = fn(*concrete(args), **concrete(kwargs))
         except Exception as e:
             e.add_note(f'knetc: while specializing "{self.loc[0]}", line {self.loc[1]}')
             raise
-        finally:
-            state.tracing = False
         diff = rule.differentiable and any(s.diff for s in syms)
         if fn not in _OPERATORS:
             self.ref(fn)   # the function takes its plain name before any result is named after it
@@ -304,14 +302,14 @@ class Tape:
             # it was written for this shape: guard it (another shape compiles another entry).
             for o in outs if type(outs) is tuple else (outs,):
                 if o is not None:
-                    self.effect("check", "if {0}.shape != %r: raise _GuardFailed(%r)"
-                                % (tuple(np.shape(o.val)), self.loc[1]), (o,))
+                    shape = ir.lit(tuple(np.shape(o.val)))
+                    self.guard(ir.BinOp("!=", ir.Attr(ir.Var(o), "shape"), shape), self.loc[1])
         return outs
 
-    def read(self, expr: str, val, diff=False, name="t", float_leaf=False):
+    def read(self, expr: ir.Expr, val, diff=False, name="t", float_leaf=False):
         """A value read when the generated code runs (an argument leaf, a global array)."""
-        if expr.isidentifier():   # an argument itself: no statement, same name
-            s = Sym(self, expr, val, diff, temp=False)
+        if type(expr) is ir.Name:   # an argument itself: no statement, same name
+            s = Sym(self, expr.id, val, diff, temp=False)
             s.float_leaf = float_leaf
             return s
         s = Sym(self, self.newname(name), val, diff, temp=False)
@@ -319,7 +317,7 @@ class Tape:
         self.ops.append(Op("read", s, expr=expr, loc=self.loc))
         return s
 
-    def read_many(self, expr: str, values, diff, names):
+    def read_many(self, expr: ir.Expr, values, diff, names):
         """Several values unpacked at once from a list/tuple when the code runs."""
         outs = []
         for v, n in zip(values, names):
@@ -330,9 +328,14 @@ class Tape:
         self.ops.append(Op("read", tuple(outs), expr=expr, loc=self.loc))
         return outs
 
-    def effect(self, kind, expr, uses=()):
+    def effect(self, stmt: ir.Stmt):
         """A statement kept whatever its result: a store into an argument, a guard."""
-        self.ops.append(Op(kind, None, expr=expr, loc=self.loc, uses=tuple(uses)))
+        stmt.loc = self.loc
+        self.ops.append(Op("effect", None, loc=self.loc, stmt=stmt))
+
+    def guard(self, test: ir.Expr, line=None):
+        """``if test: raise _GuardFailed(line)`` in the forward code."""
+        self.effect(ir.Guard(test, line))
 
     def concretize(self, sym, conv):
         """A Python value from a symbolic one: use this trace's value, guard it in the code."""
@@ -344,12 +347,14 @@ class Tape:
         key = (id(sym), conv)
         if key not in self._guards:
             self._guards[key] = value
-            # {0} is filled in with the value's final name (it may yet be renamed by an assignment).
+            # Var(sym) is written with the value's final name (an assignment may yet rename it).
+            v = ir.Var(sym)
             if conv is bool:
-                test = "not {0}" if value else "{0}"
+                test = ir.UnaryOp("not ", v) if value else v
             else:
-                test = ("float" if conv is float else "int") + "({0}) != " + repr(value)
-            self.effect("check", f"if {test}: raise _GuardFailed({self.loc[1]!r})", (sym,))
+                test = ir.BinOp("!=", ir.call(ir.Name("float" if conv is float else "int"), v),
+                                ir.Const(value))
+            self.guard(test, self.loc[1])
         return value
 
     def method(self, sym, name):

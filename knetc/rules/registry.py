@@ -47,9 +47,6 @@ import threading
 __all__ = ["adjoint", "adjoint_emitter", "nondifferentiable", "alias", "static", "unbroadcast", "lookup", "Rule"]
 
 _STATIC_ATTRS = ("shape", "ndim", "size", "dtype")
-# Functions whose result may share memory with an argument: never accumulated into in place.
-_VIEWS = {"reshape", "transpose", "swapaxes", "expand_dims", "squeeze", "broadcast_to", "moveaxis",
-          "ravel", "asarray", "T"}
 
 
 class Rule:
@@ -183,9 +180,19 @@ def _short_name(fn):
 # Template compiler: the template's body becomes an emitter function
 #     def emit(E, <out>, [<saved>], <params…>)
 # whose parameters receive static information (constants, or Syms with .shape/.ndim/.dtype), and
-# whose statements call E to write code strings. Expressions are turned into format strings once.
+# whose statements build IR expressions (knetc.compiler.ir) and hand them to E. Each template
+# expression becomes the Python code that builds its IR tree; constants are built once.
+
+_BINOPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//",
+           ast.Mod: "%", ast.Pow: "**", ast.MatMult: "@", ast.BitAnd: "&", ast.BitOr: "|",
+           ast.BitXor: "^", ast.LShift: "<<", ast.RShift: ">>"}
+_CMPOPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+           ast.Is: "is", ast.IsNot: "is not", ast.In: "in", ast.NotIn: "not in"}
+_UNOPS = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~", ast.Not: "not "}
+
 
 def _compile_template(rule: Rule):
+    from ..compiler import ir
     tmpl = rule.template
     src = textwrap.dedent(inspect.getsource(tmpl))
     fdef = ast.parse(src).body[0]
@@ -194,14 +201,9 @@ def _compile_template(rule: Rule):
     for stmt in fdef.body:
         body.extend(ctx.stmt(stmt))
     args = ", ".join(["E"] + rule.out_params + rule.params)
-    code = ast.Module(body=[ast.FunctionDef(
-        name="emit", args=ast.parse(f"def f({args}): pass").body[0].args,
-        body=body or [ast.Pass()], decorator_list=[], returns=None, type_comment=None,
-        type_params=[])], type_ignores=[])
-    ast.fix_missing_locations(code)
-    text = ast.unparse(code)
+    text = f"def emit({args}):\n" + "".join(f"    {line}\n" for line in body or ["pass"])
     ns = dict(tmpl.__globals__)
-    ns.update({"_T": ctx.formats, "_O": ctx.objects})
+    ns.update({"_O": ctx.objects, "_K": ctx.consts, "_ir": ir})
     exec(compile(text, f"<knetc rule {rule.name}>", "exec"), ns)
     emit = ns["emit"]
     emit.source = text
@@ -214,41 +216,41 @@ class _Ctx:
         self.out = rule.out_params[0]
         self.params = set(rule.params) | set(rule.out_params)
         self.temps: set[str] = set()
-        self.formats: list[str] = []
-        self.objects: list = []
+        self.objects: list = []     # objects the generated code refers to (by name)
+        self.consts: list = []      # IR nodes built once: literals, np.<name>
 
     def error(self, node, msg):
         file = inspect.getsourcefile(self.tmpl)
         line = self.tmpl.__code__.co_firstlineno + getattr(node, "lineno", 1) - 1
         raise SyntaxError(f"knetc rule template {self.rule.name} ({file}, line {line}): {msg}")
 
-    # statements -------------------------------------------------------------------------
-    def stmt(self, node):
+    # statements: lines of the emitter ------------------------------------------------------
+    def stmt(self, node, indent=""):
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             return []  # docstring
         if isinstance(node, ast.Pass):
             return []
-        if isinstance(node, ast.If):
-            test = node.test  # evaluated in the emitter on static values
-            body = [s for n in node.body for s in self.stmt(n)] or [ast.Pass()]
-            orelse = [s for n in node.orelse for s in self.stmt(n)]
-            return [ast.If(test=test, body=body, orelse=orelse)]
+        if isinstance(node, ast.If):   # decided when emitting, on static values
+            lines = [f"{indent}if {ast.unparse(node.test)}:"]
+            lines += [s for n in node.body for s in self.stmt(n, indent + "    ")] or [f"{indent}    pass"]
+            if node.orelse:
+                lines.append(f"{indent}else:")
+                lines += [s for n in node.orelse for s in self.stmt(n, indent + "    ")] or \
+                    [f"{indent}    pass"]
+            return lines
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
             target, value = node.targets[0], node.value
             grads = self._grad_targets(target)
             if grads is not None:
-                code, fresh = self.expr(value)
+                code = self.expr(value)
                 if len(grads) == 1 and not isinstance(target, ast.Tuple):
                     p = grads[0]
-                    call = f"E.grad({p!r}, {code}, {fresh})"
-                    return ast.parse(f"if E.needs({p!r}): {call}").body
-                names = [g if g is not None else None for g in grads]
-                need = " or ".join(f"E.needs({p!r})" for p in names if p is not None)
-                return ast.parse(f"if {need}: E.grads({names!r}, {code})").body
+                    return [f"{indent}if E.needs({p!r}): E.grad({p!r}, {code})"]
+                need = " or ".join(f"E.needs({p!r})" for p in grads if p is not None)
+                return [f"{indent}if {need}: E.grads({grads!r}, {code})"]
             if isinstance(target, ast.Name):
                 self.temps.add(target.id)
-                code, _ = self.expr(value)
-                return ast.parse(f"{target.id} = E.temp({target.id!r}, {code})").body
+                return [f"{indent}{target.id} = E.temp({target.id!r}, {self.expr(value)})"]
         self.error(node, "expected d[x] = ..., a temporary t = ..., or an if on static values")
 
     def _grad_targets(self, target):
@@ -265,97 +267,118 @@ class _Ctx:
                 return None
         return out
 
-    # expressions ------------------------------------------------------------------------
-    def expr(self, node):
-        """(emitter expression producing the code string, whether the result is fresh memory)."""
-        holes: list[str] = []
-        fresh = _is_fresh(node)
-        top_unbroadcast = _is_call(node, "unbroadcast")
-        tree = _Holes(self, holes).visit(ast.parse(ast.unparse(node), mode="eval").body)
-        text = ast.unparse(tree)
-        fmt = text.replace("{", "{{").replace("}", "}}")
-        for i in range(len(holes)):
-            fmt = fmt.replace(f"__k{i}__", "{%d}" % i)
-        self.formats.append(fmt)
-        code = f"_T[{len(self.formats) - 1}].format({', '.join(holes)})"
-        if top_unbroadcast:  # decided when emitting: fresh if a sum was written
-            fresh = f"(E.summed or {_is_fresh(node.args[0])})"
-        return code, fresh
+    # expressions: the Python code that builds the expression's IR -------------------------
+    def const(self, node) -> str:
+        self.consts.append(node)
+        return f"_K[{len(self.consts) - 1}]"
+
+    def obj(self, value) -> str:
+        self.objects.append(value)
+        return f"E.ref(_O[{len(self.objects) - 1}])"
+
+    def expr(self, node) -> str:
+        from ..compiler import ir
+        t = type(node)
+        if t is ast.Constant:
+            return self.const(ir.Const(node.value))
+        if t is ast.Name:
+            return self.name(node)
+        if t is ast.BinOp:
+            return f"_ir.BinOp({_BINOPS[type(node.op)]!r}, {self.expr(node.left)}, {self.expr(node.right)})"
+        if t is ast.UnaryOp:
+            return f"_ir.UnaryOp({_UNOPS[type(node.op)]!r}, {self.expr(node.operand)})"
+        if t is ast.Compare:
+            if len(node.ops) != 1:
+                self.error(node, "write chained comparisons as separate ones joined by &")
+            return f"_ir.BinOp({_CMPOPS[type(node.ops[0])]!r}, {self.expr(node.left)}, " \
+                   f"{self.expr(node.comparators[0])})"
+        if t is ast.BoolOp:
+            op = "and" if isinstance(node.op, ast.And) else "or"
+            code = self.expr(node.values[0])
+            for v in node.values[1:]:
+                code = f"_ir.BinOp({op!r}, {code}, {self.expr(v)})"
+            return code
+        if t is ast.Call:
+            return self.call(node)
+        if t is ast.Attribute:
+            return self.attribute(node)
+        if t is ast.Subscript:
+            if isinstance(node.value, ast.Name) and node.value.id == "d":
+                if not (isinstance(node.slice, ast.Name) and node.slice.id == self.out):
+                    self.error(node, "only the result's gradient d[%s] can be read" % self.out)
+                return "E.dout()"
+            return f"_ir.Subscript({self.expr(node.value)}, {self.index(node.slice)})"
+        if t is ast.Tuple or t is ast.List:
+            kind = "Tuple" if t is ast.Tuple else "List"
+            return f"_ir.{kind}([{', '.join(self.expr(e) for e in node.elts)}])"
+        if t is ast.IfExp:   # decided when emitting, on static values
+            return f"({self.expr(node.body)} if {ast.unparse(node.test)} else {self.expr(node.orelse)})"
+        self.error(node, f"{t.__name__} is not supported in a template expression")
+
+    def index(self, node) -> str:
+        if isinstance(node, ast.Slice):
+            parts = ["None" if p is None else self.expr(p) for p in (node.lower, node.upper, node.step)]
+            return f"_ir.Slice({', '.join(parts)})"
+        if isinstance(node, ast.Tuple):
+            return f"_ir.Tuple([{', '.join(self.index(e) for e in node.elts)}])"
+        return self.expr(node)
+
+    def name(self, node) -> str:
+        from ..compiler import ir
+        c = self
+        if node.id in c.params:
+            return f"E.a({node.id!r})"
+        if node.id in c.temps:
+            return node.id
+        if node.id == "np":
+            return self.const(ir.NP)
+        if node.id in ("None", "True", "False"):
+            return self.const(ir.Const({"None": None, "True": True, "False": False}[node.id]))
+        if node.id not in c.globals and node.id in __builtins__:
+            return self.const(ir.Name(node.id))
+        if node.id not in c.globals:
+            c.error(node, f"unknown name {node.id!r}")
+        return self.obj(c.globals[node.id])
+
+    def attribute(self, node) -> str:
+        from ..compiler import ir
+        c = self
+        if isinstance(node.value, ast.Name) and node.value.id in c.params:
+            if node.attr in _STATIC_ATTRS:
+                return f"E.static({node.value.id!r}, {node.attr!r})"
+            return f"_ir.Attr({self.expr(node.value)}, {node.attr!r})"
+        root = node
+        while isinstance(root, ast.Attribute):
+            root = root.value
+        if isinstance(root, ast.Name) and root.id == "np":   # np.linalg.norm: written as such
+            return self.const(_attr_chain(node, ir))
+        if isinstance(root, ast.Name) and root.id in c.globals and root.id not in c.temps:
+            # module.function from the template's globals: refer to the object itself.
+            try:
+                obj = eval(compile(ast.Expression(node), "<rule>", "eval"), c.globals)
+            except Exception:
+                obj = None
+            if obj is not None:
+                return self.obj(obj)
+        return f"_ir.Attr({self.expr(node.value)}, {node.attr!r})"
+
+    def call(self, node) -> str:
+        if _is_call(node, "static"):  # computed when emitting, written as a literal
+            return f"E.lit({ast.unparse(node.args[0])})"
+        if _is_call(node, "unbroadcast"):
+            return f"E.unbroadcast({self.expr(node.args[0])}, {node.args[1].id!r})"
+        if any(isinstance(a, ast.Starred) for a in node.args) or any(k.arg is None for k in node.keywords):
+            self.error(node, "*args and **kwargs are not supported in a template call")
+        args = ", ".join(self.expr(a) for a in node.args)
+        kwargs = ", ".join(f"({k.arg!r}, {self.expr(k.value)})" for k in node.keywords)
+        return f"_ir.Call({self.expr(node.func)}, [{args}], [{kwargs}])"
+
+
+def _attr_chain(node, ir):
+    if isinstance(node, ast.Name):
+        return ir.NP
+    return ir.Attr(_attr_chain(node.value, ir), node.attr)
 
 
 def _is_call(node, name):
     return isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == name
-
-
-def _is_fresh(node) -> bool:
-    """Does this template expression certainly produce new memory (so a later contribution may be
-    added into it in place)? Arithmetic and NumPy's own functions and methods do, except views;
-    any other function might return one of its arguments, so it is not trusted."""
-    if isinstance(node, (ast.BinOp, ast.UnaryOp)):
-        return True
-    if isinstance(node, ast.Call):
-        f = node.func
-        if isinstance(f, ast.Name):
-            return f.id == "unbroadcast" and _is_fresh(node.args[0])
-        if isinstance(f, ast.Attribute):
-            numpy_function = isinstance(f.value, ast.Name) and f.value.id == "np"
-            array_method = f.attr in ("sum", "mean", "astype", "copy", "max", "min", "prod", "dot")
-            return (numpy_function or array_method) and f.attr not in _VIEWS
-    return False
-
-
-class _Holes(ast.NodeTransformer):
-    """Replace template names by holes filled when emitting."""
-
-    def __init__(self, ctx, holes):
-        self.ctx, self.holes = ctx, holes
-
-    def hole(self, emitter_expr):
-        self.holes.append(emitter_expr)
-        return ast.Name(id=f"__k{len(self.holes) - 1}__", ctx=ast.Load())
-
-    def visit_Subscript(self, node):
-        if isinstance(node.value, ast.Name) and node.value.id == "d":
-            if not (isinstance(node.slice, ast.Name) and node.slice.id == self.ctx.out):
-                self.ctx.error(node, "only the result's gradient d[%s] can be read" % self.ctx.out)
-            return self.hole("E.dout()")
-        return self.generic_visit(node)
-
-    def visit_Name(self, node):
-        c = self.ctx
-        if node.id in c.params:
-            return self.hole(f"E.a({node.id!r})")
-        if node.id in c.temps:
-            return self.hole(node.id)
-        if node.id in ("np", "None", "True", "False") or node.id in __builtins__:
-            return node
-        obj = c.globals.get(node.id)
-        if obj is None:
-            c.error(node, f"unknown name {node.id!r}")
-        c.objects.append(obj)
-        return self.hole(f"E.ref(_O[{len(c.objects) - 1}])")
-
-    def visit_Attribute(self, node):
-        c = self.ctx
-        if isinstance(node.value, ast.Name) and node.value.id in c.params:
-            if node.attr in _STATIC_ATTRS:
-                return self.hole(f"E.static({node.value.id!r}, {node.attr!r})")
-            return ast.Attribute(value=self.visit(node.value), attr=node.attr, ctx=ast.Load())
-        if isinstance(node.value, ast.Name) and node.value.id == "np":
-            return node
-        # module.function from the template's globals: refer to the object itself.
-        try:
-            obj = eval(compile(ast.Expression(node), "<rule>", "eval"), c.globals)
-        except Exception:
-            return self.generic_visit(node)
-        c.objects.append(obj)
-        return self.hole(f"E.ref(_O[{len(c.objects) - 1}])")
-
-    def visit_Call(self, node):
-        if _is_call(node, "static"):  # computed when emitting, written as a literal
-            return self.hole(f"E.lit({ast.unparse(node.args[0])})")
-        if _is_call(node, "unbroadcast"):
-            inner, _ = self.ctx.expr(node.args[0])
-            param = node.args[1].id
-            return self.hole(f"E.unbroadcast({inner}, {param!r})")
-        return self.generic_visit(node)

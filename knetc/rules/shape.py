@@ -3,9 +3,10 @@ import operator
 
 import numpy as np
 
-from ..compiler.codegen import code_of, index_code
-from ..runtime import prims
+from ..compiler import ir
 from ..compiler.tape import Sym
+from ..compiler.values import index_expr, value_expr
+from ..runtime import prims
 from .registry import adjoint, adjoint_emitter, static, unbroadcast
 
 
@@ -56,18 +57,18 @@ def full_like(y, a, fill_value, dtype=None, order="K", subok=True, shape=None):
 def concatenate(E, y, arrays, axis=0):
     """Each piece's gradient is a slice of d[y] (a view: no np.split, one statement per piece)."""
     dy = E.dout()
-    uses = E._take_uses()
     start = 0
     for a in arrays:
         shape = np.shape(a.val if isinstance(a, Sym) else a)
         n = int(np.prod(shape)) if axis is None else shape[axis]
         if isinstance(a, Sym) and a.diff:
+            part = ir.Slice(ir.Const(start), ir.Const(start + n))
             if axis is None:
-                code = f"{dy}[{start}:{start + n}].reshape({shape!r})"
+                piece = ir.method(ir.Subscript(dy, part), "reshape", ir.lit(tuple(shape)))
             else:
                 ax = axis % y.ndim
-                code = f"{dy}[{', '.join([':'] * ax + [f'{start}:{start + n}'])}]"
-            E.adj.contribute(a, code, False, uses, E.op.loc)
+                piece = ir.Subscript(dy, ir.Tuple([ir.Slice()] * ax + [part]) if ax else part)
+            E.grad_of_piece(a, piece)
         start += n
 
 
@@ -99,25 +100,25 @@ def _split_points(arrays, axis):
     return [int(s) for s in np.cumsum(sizes)[:-1]]
 
 
-def _repeats(idx):
+def _scatter_mode(idx):
     """Can this index select one element twice (integer arrays, lists)? Then the gradient must
-    accumulate: "rows" for one integer array on the first axis (an embedding lookup), True for
-    other advanced indices (np.add.at), False for basic indexing and boolean masks."""
+    accumulate: "rows" for one integer array on the first axis (an embedding lookup), "at" for
+    other advanced indices (np.add.at), "basic" for basic indexing and boolean masks."""
     parts = idx if type(idx) is tuple else (idx,)
     for p in parts:
         v = p.val if isinstance(p, Sym) else p
         if isinstance(v, list) or (hasattr(v, "dtype") and np.ndim(v) > 0 and v.dtype != bool):
-            return "rows" if type(idx) is not tuple and not isinstance(v, list) else True
-    return False
+            return "rows" if type(idx) is not tuple and not isinstance(v, list) else "at"
+    return "basic"
 
 
 @adjoint_emitter(operator.getitem)
 def getindex(E, y, x, idx):
     if E.needs("x"):
-        repeats = _repeats(idx)
-        # np.add.at and index_add take the index as a value: slices as slice(...), not a:b
-        code = (code_of if repeats or E.pure else index_code)(idx, E.tape, E.uses)
-        E.scatter("x", code, E.dout(), repeats)
+        mode = _scatter_mode(idx)
+        # np.add.at and index_add take the index as a value (slice(...)); basic indexing a:b
+        index = index_expr(idx, E.tape) if mode == "basic" and not E.pure else value_expr(idx, E.tape)
+        E.scatter("x", index, E.dout(), mode)
 
 
 @adjoint(prims.index_add)
