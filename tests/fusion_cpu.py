@@ -384,12 +384,8 @@ class AugAssign(ir.Stmt):
     __slots__ = ("name", "op", "value")
 
     def __init__(self, name: str, op: str, value: ir.Expr, loc=None, back=False):
-        self._init(loc, back)
+        self._init(loc, back, (name,))
         self.name, self.op, self.value = name, op, value
-
-    @property
-    def defs(self):
-        return (self.name,)
 
     def read_names(self):
         return self.value.names([self.name])

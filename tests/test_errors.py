@@ -172,6 +172,14 @@ def _match(w, k):
     return np.sum(w * 2)
 
 
+def _try_star(w):
+    try:
+        v = np.sum(w)
+    except* ValueError:
+        v = 0.0
+    return v
+
+
 def _attribute_assign(w, obj):
     obj.value = w
     return np.sum(w)
@@ -186,7 +194,7 @@ def _print_array(w):
     (_class, "class A:"), (_try, "try:"), (_with, "with np.errstate"), (_yield, "yield np.sum"),
     (_global, "global _G"), (_async, "async def inner"), (_import, "import math as m"),
     (_import_from, "from math import pi"), (_nonlocal, "nonlocal y"),
-    (_try_helper, "try:"),
+    (_try_helper, "try:"), (_try_star, "try:"),
 ])
 def test_unsupported_syntax(fn, text):
     raises(UnsupportedSyntax, fn, x3, line_text=text, hint_text="Instead")

@@ -376,9 +376,8 @@ class Stmt:
     """One statement. ``loc``: the user's (file, line) it comes from; ``back``: part of the
     adjoint. ``defs``: names it binds; ``uses()``: names it reads; ``effect``: kept even when
     nothing reads what it defines (guards, stores, random draws, the result)."""
-    __slots__ = ("loc", "back", "_uses")
+    __slots__ = ("loc", "back", "_uses", "defs")
     effect = False
-    defs: tuple = ()
 
     @property
     def uses(self) -> tuple:
@@ -397,8 +396,8 @@ class Stmt:
     def subst(self, mapping: dict) -> Stmt:
         raise NotImplementedError
 
-    def _init(self, loc, back):
-        self.loc, self.back, self._uses = loc, back, None
+    def _init(self, loc, back, defs=()):
+        self.loc, self.back, self._uses, self.defs = loc, back, None, defs
 
     @property
     def code(self) -> str:
@@ -418,14 +417,10 @@ class Assign(Stmt):
     __slots__ = ("targets", "value", "effect", "unpack")
 
     def __init__(self, targets, value: Expr, loc=None, back=False, effect=False, unpack=None):
-        self._init(loc, back)
         self.targets = (targets,) if type(targets) is str else tuple(targets)
+        self._init(loc, back, tuple(t for t in self.targets if t != "_"))
         self.value, self.effect = value, effect
         self.unpack = len(self.targets) > 1 if unpack is None else unpack
-
-    @property
-    def defs(self):
-        return tuple(t for t in self.targets if t != "_")
 
     def read_names(self):
         return self.value.names([])
@@ -444,12 +439,8 @@ class Accumulate(Stmt):
     __slots__ = ("target", "base", "value", "inplace_ok")
 
     def __init__(self, target: str, base: Expr, value: Expr, inplace_ok: bool, loc=None, back=True):
-        self._init(loc, back)
+        self._init(loc, back, (target,))
         self.target, self.base, self.value, self.inplace_ok = target, base, value, inplace_ok
-
-    @property
-    def defs(self):
-        return (self.target,)
 
     def read_names(self):
         return self.value.names(self.base.names([]))
@@ -471,13 +462,9 @@ class ScatterAdd(Stmt):
 
     def __init__(self, target, base, index: Expr, value: Expr, mode: str, zeros: Expr, loc=None,
                  back=True):
-        self._init(loc, back)
+        self._init(loc, back, (target,))
         self.target, self.base, self.index, self.value = target, base, index, value
         self.mode, self.zeros = mode, zeros
-
-    @property
-    def defs(self):
-        return (self.target,)
 
     def read_names(self):
         out = [] if self.base is None else self.base.names([])
@@ -501,12 +488,8 @@ class AddInPlace(Stmt):
 
     def __init__(self, name: str, value: Expr, index: Expr | None = None, assign=False, loc=None,
                  back=True):
-        self._init(loc, back)
+        self._init(loc, back, (name,))
         self.name, self.value, self.index, self.assign = name, value, index, assign
-
-    @property
-    def defs(self):
-        return (self.name,)
 
     def read_names(self):
         out = [self.name]
@@ -531,12 +514,8 @@ class Do(Stmt):
     __slots__ = ("value", "writes")
 
     def __init__(self, value: Expr, writes=(), loc=None, back=True):
-        self._init(loc, back)
+        self._init(loc, back, tuple(writes))
         self.value, self.writes = value, tuple(writes)
-
-    @property
-    def defs(self):
-        return self.writes
 
     def read_names(self):
         return self.value.names([])

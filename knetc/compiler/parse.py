@@ -1,7 +1,9 @@
 """Source → gast tree, once per function, with the syntax fence.
 
-The fence rejects, before any specialization, the constructs knetc does not specialize, pointing
-at the user's file and line. Parsed trees are cached by code object.
+The fence is an allow-list: every node of the function's tree must be of a type the specializer
+handles (it passes its own dispatch table, ``specialize.SYNTAX``); anything else is rejected
+before specialization starts, pointing at the user's file and line, with a hint where one is
+known. Parsed trees are cached by code object.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import gast
 
 from ..errors import UnsupportedSyntax
 
-_UNSUPPORTED = {
+# Hints for constructs users meet most (any other unsupported node gets a generic one).
+_HINTS = {
     gast.ClassDef: ("a class definition", "define classes outside the differentiated function"),
     gast.Try: ("try/except", "compute both cases and select with np.where, or move the try outside grad"),
     gast.With: ("a with block", "move the with statement outside the differentiated function"),
@@ -44,8 +47,9 @@ _cache: dict = {}
 _lock = threading.Lock()
 
 
-def parse_function(fn) -> Parsed:
-    """The gast tree of a Python function, fenced, cached by its code object."""
+def parse_function(fn, allowed: frozenset) -> Parsed:
+    """The gast tree of a Python function, fenced by ``allowed`` node types, cached by its code
+    object."""
     code = fn.__code__
     hit = _cache.get(code)
     if hit is not None:
@@ -64,7 +68,7 @@ def parse_function(fn) -> Parsed:
     tree = gast.parse(source)
     gast.increment_lineno(tree, first - 1)
     node = _find_def(tree, code, len(lines[0]) - len(source.splitlines(True)[0]))
-    fence(node, filename)
+    fence(node, filename, allowed)
     parsed = Parsed(node, filename, fn.__qualname__)
     with _lock:
         _cache[code] = parsed
@@ -95,12 +99,26 @@ def _find_def(tree, code, indent=0):
     return tree.body[0]
 
 
-def fence(node, filename: str) -> None:
-    """Raise UnsupportedSyntax at the first construct outside knetc's subset."""
+def fence(node, filename: str, allowed: frozenset) -> None:
+    """Raise UnsupportedSyntax at the first node whose type is not in ``allowed``."""
     for sub in gast.walk(node):
-        bad = _UNSUPPORTED.get(type(sub))
-        if bad is not None:
-            what, hint = bad
-            raise UnsupportedSyntax(f"knetc: {what} is not supported in a differentiated function",
-                                    filename=filename, lineno=getattr(sub, "lineno", None),
-                                    hint=f"Instead: {hint}.")
+        if type(sub) in allowed:
+            continue
+        what, hint = _HINTS.get(type(sub), (None, None))
+        if what is None:
+            what = f"the construct {type(sub).__name__}"
+            hint = "rewrite it with assignments, if, for, while, function calls and NumPy"
+        raise UnsupportedSyntax(f"knetc: {what} is not supported in a differentiated function",
+                                filename=filename, lineno=_line(sub, node),
+                                hint=f"Instead: {hint}.")
+
+
+def _line(sub, root):
+    """The line of ``sub``, or of the nearest enclosing statement (operators carry none)."""
+    line = getattr(sub, "lineno", None)
+    if line is not None:
+        return line
+    for n in gast.walk(root):
+        if any(c is sub for c in gast.iter_child_nodes(n)):
+            return _line(n, root)
+    return getattr(root, "lineno", None)

@@ -188,7 +188,7 @@ class Specializer:
         return f(*args, **kwargs)
 
     def call_function(self, fn, args, kwargs):
-        parsed = parse_function(fn)
+        parsed = parse_function(fn, SYNTAX)
         node = parsed.node
         cells = None
         if fn.__closure__:
@@ -758,12 +758,6 @@ class Specializer:
         self.tape.fail(errors.UnsupportedSyntax, "knetc: a starred expression is not allowed here")
 
 
-def _unsupported_stmt(self, s, frame):
-    self.tape.fail(errors.UnsupportedSyntax,
-                   f"knetc: the statement {type(s).__name__} is not supported",
-                   "Rewrite it with assignments, if, for, while and function calls.")
-
-
 _STMTS = {gast.Expr: Specializer.s_expr, gast.Assign: Specializer.s_assign,
           gast.AnnAssign: Specializer.s_annassign, gast.AugAssign: Specializer.s_augassign,
           gast.Return: Specializer.s_return, gast.If: Specializer.s_if, gast.For: Specializer.s_for,
@@ -771,8 +765,6 @@ _STMTS = {gast.Expr: Specializer.s_expr, gast.Assign: Specializer.s_assign,
           gast.Continue: Specializer.s_continue, gast.Pass: Specializer.s_pass,
           gast.FunctionDef: Specializer.s_def, gast.Assert: Specializer.s_assert,
           gast.Delete: Specializer.s_delete, gast.Raise: Specializer.s_raise}
-for _t in (gast.Match, gast.TypeAlias):
-    _STMTS[_t] = _unsupported_stmt
 
 _EXPRS = {gast.Constant: Specializer.e_constant, gast.Name: Specializer.e_name,
           gast.BinOp: Specializer.e_binop, gast.UnaryOp: Specializer.e_unaryop,
@@ -786,6 +778,12 @@ _EXPRS = {gast.Constant: Specializer.e_constant, gast.Name: Specializer.e_name,
           gast.DictComp: Specializer.e_dictcomp, gast.JoinedStr: Specializer.e_joinedstr,
           gast.FormattedValue: Specializer.e_formattedvalue,
           gast.NamedExpr: Specializer.e_namedexpr, gast.Starred: Specializer.e_starred}
+
+# The syntax fence (parse.fence) lets through exactly the node types handled above, and the
+# operators, contexts and parts those nodes are made of.
+SYNTAX = frozenset(_STMTS) | frozenset(_EXPRS) | frozenset(_BINOPS) | frozenset(_CMPOPS) | \
+    frozenset(_UNOPS) | {gast.And, gast.Or, gast.Load, gast.Store, gast.Del, gast.Param, gast.arguments,
+                         gast.comprehension, gast.keyword}
 
 
 def _is_leaf(v) -> bool:
