@@ -50,15 +50,24 @@ def conv_cases(name, xs, ws, rng):
     x = rng.standard_normal(xs, dtype=np.float32)
     w = rng.standard_normal(ws, dtype=np.float32)
     dy = rng.standard_normal(C.conv4(w, x).shape, dtype=np.float32)
-    ours_f = lambda: C.conv4(w, x)
-    ours_b = lambda: (C.conv4_w(w, x, dy), C.conv4_x(w, x, dy))
+
+    def ours_f():
+        return C.conv4(w, x)
+
+    def ours_b():
+        return C.conv4_w(w, x, dy), C.conv4_x(w, x, dy)
+
     theirs_f = theirs_b = None
     if torch is not None:
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1])  # torch cross-correlates
         tx, tw, tdy = (torch.from_numpy(a) for a in (x, flipped, dy))
-        theirs_f = lambda: F.conv2d(tx, tw)
-        theirs_b = lambda: torch.ops.aten.convolution_backward(
-            tdy, tx, tw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, False])
+
+        def theirs_f():
+            return F.conv2d(tx, tw)
+
+        def theirs_b():
+            return torch.ops.aten.convolution_backward(
+                tdy, tx, tw, None, [1, 1], [0, 0], [1, 1], False, [0, 0], 1, [True, True, False])
     return [(name + " forward", ours_f, theirs_f), (name + " backward", ours_b, theirs_b)]
 
 
@@ -66,15 +75,24 @@ def pool_cases(name, xs, rng):
     x = rng.standard_normal(xs, dtype=np.float32)
     y, saved = C.pool_with_index(x)
     dy = rng.standard_normal(y.shape, dtype=np.float32)
-    ours_f = lambda: C.pool_with_index(x)
-    ours_b = lambda: C.pool_x_saved(x, y, dy, saved)
+
+    def ours_f():
+        return C.pool_with_index(x)
+
+    def ours_b():
+        return C.pool_x_saved(x, y, dy, saved)
+
     theirs_f = theirs_b = None
     if torch is not None:
         tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
         _, idx = F.max_pool2d(tx, 2, return_indices=True)
-        theirs_f = lambda: F.max_pool2d(tx, 2, return_indices=True)
-        theirs_b = lambda: torch.ops.aten.max_pool2d_with_indices_backward(
-            tdy, tx, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+
+        def theirs_f():
+            return F.max_pool2d(tx, 2, return_indices=True)
+
+        def theirs_b():
+            return torch.ops.aten.max_pool2d_with_indices_backward(
+                tdy, tx, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
     return [(name + " forward", ours_f, theirs_f), (name + " backward", ours_b, theirs_b),
             (name + " plain pool", lambda: C.pool(x), None),
             (name + " pool_x (no saved)", lambda: C.pool_x(x, y, dy), None)]

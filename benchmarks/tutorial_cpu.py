@@ -89,10 +89,10 @@ THREADS = _preparse_threads()
 
 import numpy as np  # noqa: E402
 
-import knetc
-import knetc.optim as KO
-from knetc.runtime.conv import conv4, pool
-from knetc.runtime.rnn import rnninit, rnnforw, rnnparam
+import knetc  # noqa: E402
+import knetc.optim as KO  # noqa: E402
+from knetc.runtime.conv import conv4, pool  # noqa: E402
+from knetc.runtime.rnn import rnninit, rnnforw, rnnparam  # noqa: E402
 
 try:
     import torch
@@ -263,7 +263,10 @@ def make_models(args, rng) -> dict[str, Model]:
         (rng.standard_normal((506, 13)).astype(np.float32),
          rng.standard_normal((506, 1)).astype(np.float32)),
         to_peer=_same, repeat=400, block=20, info="x 506x13, w 13x1")
-    mnist = lambda n: (rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n))
+
+    def mnist(n):
+        return rng.random((n, 784), dtype=np.float32), rng.integers(0, 10, n)
+
     m["softmax"] = Model(
         "softmax", softmax_loss, t_softmax, j_softmax, "sgd", 0.1,
         [_f32(rng, 784, 10), np.zeros(10, np.float32)], mnist(100),
@@ -291,7 +294,9 @@ def make_models(args, rng) -> dict[str, Model]:
     r, rw = rnninit(X, H, rnnType="lstm", seed=int(rng.integers(1 << 30)))
 
     def rnn_to_peer(w):
-        blk = lambda i0, par: np.concatenate([rnnparam(r, w[1], 0, i, par) for i in range(i0, i0 + 4)])
+        def blk(i0, par):
+            return np.concatenate([rnnparam(r, w[1], 0, i, par) for i in range(i0, i0 + 4)])
+
         return [w[0], blk(0, 0), blk(4, 0), blk(0, 1), blk(4, 1), w[2], w[3]]
 
     m["charlm"] = Model(
@@ -367,28 +372,32 @@ def jax_step(model: Model):
         b1, b2, eps = 0.9, 0.999, 1e-8
 
         def train(p, s, x, y):
-            l, g = jax.value_and_grad(loss)(p, x, y)
+            lv, g = jax.value_and_grad(loss)(p, x, y)
             t, m, v = s
             t = t + 1
             m = [b1 * mi + (1 - b1) * gi for mi, gi in zip(m, g)]
             v = [b2 * vi + (1 - b2) * gi * gi for vi, gi in zip(v, g)]
             c1, c2 = 1 - b1 ** t, 1 - b2 ** t
             p = [pi - lr * (mi / c1) / (jnp.sqrt(vi / c2) + eps) for pi, mi, vi in zip(p, m, v)]
-            return p, (t, m, v), l
-        state0 = lambda p: (jnp.zeros((), jnp.float32), [jnp.zeros_like(a) for a in p],
-                            [jnp.zeros_like(a) for a in p])
+            return p, (t, m, v), lv
+
+        def state0(p):
+            return (jnp.zeros((), jnp.float32), [jnp.zeros_like(a) for a in p],
+                    [jnp.zeros_like(a) for a in p])
     else:
         def train(p, s, x, y):
-            l, g = jax.value_and_grad(loss)(p, x, y)
-            return [pi - lr * gi for pi, gi in zip(p, g)], s, l
-        state0 = lambda p: ()
+            lv, g = jax.value_and_grad(loss)(p, x, y)
+            return [pi - lr * gi for pi, gi in zip(p, g)], s, lv
+
+        def state0(p):
+            return ()
     train = jax.jit(train, donate_argnums=(0, 1))
     box = {"p": [jnp.asarray(a) for a in model.to_peer(model.weights)]}
     box["s"] = state0(box["p"])
 
     def step():
-        box["p"], box["s"], l = train(box["p"], box["s"], jx, jy)
-        jax.block_until_ready((box["p"], l))
+        box["p"], box["s"], lv = train(box["p"], box["s"], jx, jy)
+        jax.block_until_ready((box["p"], lv))
 
     t = time.perf_counter()
     step()
@@ -396,8 +405,8 @@ def jax_step(model: Model):
     vg = jax.jit(jax.value_and_grad(loss))
 
     def grad_and_loss(ws):
-        l, g = vg([jnp.asarray(a) for a in model.to_peer(ws)], jx, jy)
-        return float(l), [np.asarray(a) for a in g]
+        lv, g = vg([jnp.asarray(a) for a in model.to_peer(ws)], jx, jy)
+        return float(lv), [np.asarray(a) for a in g]
     return step, grad_and_loss, compile_s
 
 
@@ -412,8 +421,8 @@ def verify(model: Model, checks: dict) -> str:
     for name, f in checks.items():
         if name == "knetc":
             continue
-        l, g = f(ws)
-        assert abs(l - kl) <= 1e-4 * max(1.0, abs(kl)), f"{model.name}: loss knetc {kl} vs {name} {l}"
+        lv, g = f(ws)
+        assert abs(lv - kl) <= 1e-4 * max(1.0, abs(kl)), f"{model.name}: loss knetc {kl} vs {name} {lv}"
         assert len(g) == len(kg)
         for i, (a, b) in enumerate(zip(kg, g)):
             assert a.shape == b.shape, f"{model.name}: grad {i} shape {a.shape} vs {name} {b.shape}"
@@ -545,7 +554,10 @@ def main() -> None:
         k = res["knetc"]
         peers = [res[c] for c in cols[1:] if c in res]
         cells = [f"{res[c]:9.3f}" if c in res else f"{'-':>9s}" for c in cols]
-        ratio = lambda c: f"{k / res[c]:.2f}" if c in res else "-"
+
+        def ratio(c):
+            return f"{k / res[c]:.2f}" if c in res else "-"
+
         best = f"{k / min(peers):.2f}" if peers else "-"
         jj = f"{1e3 * jjit:10.0f}" if jjit is not None else f"{'-':>10s}"
         print(f"{name:8s} {' '.join(cells)} {ratio('torch'):>8s} {ratio('jax'):>7s} {best:>7s} "

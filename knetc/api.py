@@ -70,8 +70,8 @@ class Grad(Inlinable):
 
     Each call is specialized to its arguments' structure, shapes and dtypes (and the Python values
     that steer the code); the generated adjoint is compiled once and cached. (A function whose
-    calls keep missing the cache runs a new specialization at tier 0 first: see ``TIER0_AFTER``.) ``grad(f)`` keeps ``f``
-    callable as ``.fun``; ``.source(*args)`` returns the generated code.
+    calls keep missing the cache runs a new specialization at tier 0 first: see ``TIER0_AFTER``.)
+    ``grad(f)`` keeps ``f`` callable as ``.fun``; ``.source(*args)`` returns the generated code.
     """
 
     def __init__(self, fun: Callable, argnum: int = 0, with_loss: bool = False):

@@ -179,9 +179,9 @@ def _dedupe(entries):
 def _matches(entry, function: str) -> bool:
     """Is ``entry`` an adjoint of ``function`` (its qualified name, its last part, or the
     generated function's name)?"""
-    from knetc.compiler.pipeline import ident
+    from knetc.compiler.tape import identifier
     last = function.rsplit(".", 1)[-1]
-    return function == entry.info.get("function") or entry.name in (f"{ident(last)}_grad", function)
+    return function == entry.info.get("function") or entry.name in (f"{identifier(last)}_grad", function)
 
 
 def emit(entries, outdir: str | None, out) -> None:

@@ -20,6 +20,17 @@ def array_module(*arrays):
     return np
 
 
+def is_array(x) -> bool:
+    """Is ``x`` a NumPy or CuPy array (not a NumPy scalar, not a knetc traced value)?"""
+    t = type(x)
+    return t is np.ndarray or (_cupy is not None and t is _cupy.ndarray)
+
+
+def cupy_module():
+    """The cupy module when a CUDA device works, else None."""
+    return _cupy if gpu_available() else None
+
+
 def gpu_available() -> bool:
     """True when CuPy is installed and a CUDA device works."""
     if _cupy is None:

@@ -124,11 +124,11 @@ def _spatial(axes, rows, cols) -> tuple:
 _RUN_OVERHEAD = 5  # per contiguous run, in element copies (measured on NumPy 2.4, AVX2)
 
 
-def _batch_last(N: int, C: int, H: int, W: int, O: int, g: _Geo) -> bool:
+def _batch_last(N: int, C: int, H: int, W: int, Co: int, g: _Geo) -> bool:
     P = g.Ho * g.Wo
     run_last = N * (g.Wo if g.sw == 1 else 1)
     saved = C * g.kh * g.kw * P * N * _RUN_OVERHEAD * (1 / g.Wo - 1 / run_last)
-    return saved > N * (C * H * W + O * P)
+    return saved > N * (C * H * W + Co * P)
 
 
 def _patches(xp, xpad, g: _Geo, lead: int):
@@ -188,13 +188,13 @@ def conv4(w: Array, x: Array, *, padding: IntPair = 0, stride: IntPair = 1, dila
     xp = array_module(w, x)
     g = _conv_geometry(w.shape, x.shape, padding, stride, dilation)
     N, C, H, W = x.shape
-    O = w.shape[0]
+    Co = w.shape[0]
     w2 = _wmat(w, mode, alpha)
-    if _batch_last(N, C, H, W, O, g):
+    if _batch_last(N, C, H, W, Co, g):
         yt = w2 @ _im2col_last(xp, x, g)
-        return xp.ascontiguousarray(yt.reshape(O, g.Ho, g.Wo, N).transpose(3, 0, 1, 2))
+        return xp.ascontiguousarray(yt.reshape(Co, g.Ho, g.Wo, N).transpose(3, 0, 1, 2))
     cols = _patches(xp, _pad(xp, x, g), g, 2).reshape(N, -1, g.Ho * g.Wo)
-    return xp.matmul(w2, cols).reshape(N, O, g.Ho, g.Wo)
+    return xp.matmul(w2, cols).reshape(N, Co, g.Ho, g.Wo)
 
 
 def conv4_w(w: Array, x: Array, dy: Array, *, padding: IntPair = 0, stride: IntPair = 1,
@@ -204,13 +204,13 @@ def conv4_w(w: Array, x: Array, dy: Array, *, padding: IntPair = 0, stride: IntP
     _check_conv_mode(mode)
     g = _conv_geometry(w.shape, x.shape, padding, stride, dilation)
     N, C, H, W = x.shape
-    O = w.shape[0]
-    if _batch_last(N, C, H, W, O, g):
-        dyt = dy.transpose(1, 2, 3, 0).reshape(O, -1)
+    Co = w.shape[0]
+    if _batch_last(N, C, H, W, Co, g):
+        dyt = dy.transpose(1, 2, 3, 0).reshape(Co, -1)
         dw2 = dyt @ _im2col_last(xp, x, g).T
     else:
         cols = _patches(xp, _pad(xp, x, g), g, 2).reshape(N, -1, g.Ho * g.Wo)
-        dw2 = xp.matmul(dy.reshape(N, O, -1), cols.transpose(0, 2, 1)).sum(axis=0)
+        dw2 = xp.matmul(dy.reshape(N, Co, -1), cols.transpose(0, 2, 1)).sum(axis=0)
     dw = dw2.reshape(w.shape)
     if mode == 0:
         dw = dw[:, :, ::-1, ::-1]
@@ -222,17 +222,17 @@ def _conv_x(w, xshape, dy, padding, stride, dilation, mode, alpha):
     xp = array_module(w, dy)
     g = _conv_geometry(w.shape, xshape, padding, stride, dilation)
     N, C, H, W = xshape
-    O = w.shape[0]
-    if dy.shape != (N, O, g.Ho, g.Wo):
-        raise ValueError(f"dy has shape {dy.shape}, expected {(N, O, g.Ho, g.Wo)}")
+    Co = w.shape[0]
+    if dy.shape != (N, Co, g.Ho, g.Wo):
+        raise ValueError(f"dy has shape {dy.shape}, expected {(N, Co, g.Ho, g.Wo)}")
     w2t = _wmat(w, mode, alpha).T
     Hp, Wp = H + 2 * g.ph, W + 2 * g.pw
-    if _batch_last(N, C, H, W, O, g):
-        cols = (w2t @ dy.transpose(1, 2, 3, 0).reshape(O, -1))
+    if _batch_last(N, C, H, W, Co, g):
+        cols = (w2t @ dy.transpose(1, 2, 3, 0).reshape(Co, -1))
         cols = cols.reshape(C, g.kh, g.kw, g.Ho, g.Wo, N)
         dxt = _col2im(xp, cols, g, 1, (C, Hp, Wp, N))
         return xp.ascontiguousarray(_crop(dxt, g, H, W, axes=(1, 2)).transpose(3, 0, 1, 2))
-    cols = xp.matmul(w2t, dy.reshape(N, O, -1)).reshape(N, C, g.kh, g.kw, g.Ho, g.Wo)
+    cols = xp.matmul(w2t, dy.reshape(N, Co, -1)).reshape(N, C, g.kh, g.kw, g.Ho, g.Wo)
     dx = _col2im(xp, cols, g, 2, (N, C, Hp, Wp))
     return xp.ascontiguousarray(_crop(dx, g, H, W))
 

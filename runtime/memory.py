@@ -53,7 +53,7 @@ class Peak:
 
 
 def _gpu():
-    return backend._cupy if backend.gpu_available() else None
+    return backend.cupy_module()
 
 
 def memory() -> dict:

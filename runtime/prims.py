@@ -73,12 +73,12 @@ def elu(x, alpha=1.0):
     return xp.where(x > 0, x, alpha * xp.expm1(xp.minimum(x, 0)))
 
 
-_SELU_ALPHA, _SELU_SCALE = 1.6732632423543772, 1.0507009873554805
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
 
 
 def selu(x):
     """Scaled ELU (Klambauer et al. 2017)."""
-    return _SELU_SCALE * elu(x, _SELU_ALPHA)
+    return SELU_SCALE * elu(x, SELU_ALPHA)
 
 
 def logsumexp(x, axis=-1, keepdims=False):

@@ -56,12 +56,11 @@ unidirectional), as cuDNN's reserve space does: do not modify them in place betw
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import sys
 import threading
 import functools
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -165,8 +164,8 @@ def _layout(r: RNN) -> tuple[tuple[tuple[int, int, int, int, int], ...], int]:
     G, H, D = r.numGates, r.hiddenSize, r.numDirections
     mats = []
     off = 0
-    for l in range(r.numLayers):
-        xin = r.inputSize if l == 0 else D * H
+    for layer in range(r.numLayers):
+        xin = r.inputSize if layer == 0 else D * H
         for _ in range(D):
             wx = off
             off += G * H * xin
@@ -576,9 +575,9 @@ def rnnforw_reserve(r: RNN, w: Any, x: Any, hx: Any = None,
     masks: list = []
     caches: list = []
     xin = x
-    for l in range(L):
+    for layer in range(L):
         mask = None
-        if l > 0 and drop:
+        if layer > 0 and drop:
             keep = 1.0 - r.dropout
             mask = (xp.random.random_sample(xin.shape) < keep).astype(dt)
             mask *= 1.0 / keep
@@ -587,7 +586,7 @@ def rnnforw_reserve(r: RNN, w: Any, x: Any, hx: Any = None,
         masks.append(mask)
         outs = []
         for d in range(D):
-            j = l * D + d
+            j = layer * D + d
             Wx, Wh, bW, bR = _blocks(r, w, j)
             h0 = hx[j] if hx is not None else xp.zeros((B, H), dt)
             c0 = None
@@ -640,11 +639,11 @@ def rnnback(r: RNN, w: Any, x: Any, hx: Any, cx: Any, out: Sequence[Any],
     dhx = xp.empty(hx.shape, hx.dtype) if hx is not None else None
     dcx = xp.empty(cx.shape, cx.dtype) if (cx is not None and lstm) else None
     dcur = dy
-    for l in range(L - 1, -1, -1):
-        xin = reserve.inputs[l]
+    for layer in range(L - 1, -1, -1):
+        xin = reserve.inputs[layer]
         dxin = None
         for d in range(D):
-            j = l * D + d
+            j = layer * D + d
             Wx, Wh, _, _ = _blocks(r, w, j)
             dY = None if dcur is None else (dcur if D == 1 else dcur[:, :, d * H:(d + 1) * H])
             dWx, dWh, dbW, dbR, dx_d, dh0, dc0 = _cell_backward(
@@ -663,7 +662,7 @@ def rnnback(r: RNN, w: Any, x: Any, hx: Any, cx: Any, out: Sequence[Any],
                 dxin = dx_d
             else:
                 dxin += dx_d
-        mask = reserve.masks[l]
+        mask = reserve.masks[layer]
         if mask is not None:
             dxin *= mask
         dcur = dxin

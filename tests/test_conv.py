@@ -31,12 +31,12 @@ def ref_conv4(w, x, padding=0, stride=1, dilation=1, mode=0):
     if mode == 0:
         w = w[:, :, ::-1, ::-1]
     N, Cx, H, W = x.shape
-    O, _, kh, kw = w.shape
+    Co, _, kh, kw = w.shape
     xp = np.zeros((N, Cx, H + 2 * ph, W + 2 * pw), x.dtype)
     xp[:, :, ph:ph + H, pw:pw + W] = x
     Ho = (H + 2 * ph - (kh - 1) * dh - 1) // sh + 1
     Wo = (W + 2 * pw - (kw - 1) * dw - 1) // sw + 1
-    y = np.zeros((N, O, Ho, Wo), np.result_type(w, x))
+    y = np.zeros((N, Co, Ho, Wo), np.result_type(w, x))
     for i, j, p, q in itertools.product(range(Ho), range(Wo), range(kh), range(kw)):
         y[:, :, i, j] += xp[:, :, i * sh + p * dh, j * sw + q * dw] @ w[:, :, p, q].T
     return y
@@ -163,7 +163,10 @@ def test_conv4_gradients(layout, padding, stride, dilation, mode):
     w = rng.standard_normal((3, 2, 3, 2))
     kw = dict(padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=0.7)
     R = rng.standard_normal(C.conv4(w, x, **kw).shape)
-    loss = lambda: np.sum(C.conv4(w, x, **kw) * R)
+
+    def loss():
+        return np.sum(C.conv4(w, x, **kw) * R)
+
     assert_grad(C.conv4_w(w, x, R, **kw), numgrad(loss, w))
     assert_grad(C.conv4_x(w, x, R, **kw), numgrad(loss, x))
 
@@ -177,7 +180,10 @@ def test_deconv4_gradients(layout, padding, stride, dilation, mode):
     if min(C.deconv4(w, x, **kw).shape[2:]) < 1:
         pytest.skip("output would be empty")
     R = rng.standard_normal(C.deconv4(w, x, **kw).shape)
-    loss = lambda: np.sum(C.deconv4(w, x, **kw) * R)
+
+    def loss():
+        return np.sum(C.deconv4(w, x, **kw) * R)
+
     assert_grad(C.deconv4_w(w, x, R, **kw), numgrad(loss, w))
     assert_grad(C.deconv4_x(w, x, R, **kw), numgrad(loss, x))
 
@@ -191,10 +197,16 @@ def test_second_order_rules(padding, stride, dilation, mode):
     kw = dict(padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=0.9)
     dy = rng.standard_normal(C.conv4(w, x, **kw).shape)
     Rw, Rx = rng.standard_normal(w.shape), rng.standard_normal(x.shape)
-    loss_w = lambda: np.sum(C.conv4_w(w, x, dy, **kw) * Rw)
+
+    def loss_w():
+        return np.sum(C.conv4_w(w, x, dy, **kw) * Rw)
+
     assert_grad(C.conv4_x(Rw, x, dy, **kw), numgrad(loss_w, x))
     assert_grad(C.conv4(Rw, x, **kw), numgrad(loss_w, dy))
-    loss_x = lambda: np.sum(C.conv4_x(w, x, dy, **kw) * Rx)
+
+    def loss_x():
+        return np.sum(C.conv4_x(w, x, dy, **kw) * Rx)
+
     assert_grad(C.conv4_w(w, Rx, dy, **kw), numgrad(loss_x, w))
     assert_grad(C.conv4(w, Rx, **kw), numgrad(loss_x, dy))
 

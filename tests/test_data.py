@@ -2,14 +2,11 @@
 import gzip
 import io
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from knetc import data, progress
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _no_network(url, dest):
@@ -26,19 +23,15 @@ def offline(monkeypatch, tmp_path):
 
 
 @pytest.fixture
-def shared(offline, monkeypatch):
-    """KNETC_DATA pointing at the shared data folder (skip when absent)."""
-    if not (SHARED / "mnist").is_dir():
-        pytest.skip(f"shared data folder {SHARED} not present")
-    monkeypatch.setenv("KNETC_DATA", str(SHARED))
-    return SHARED
+def shared(offline, monkeypatch, data_dir):
+    """KNETC_DATA pointing at the shared data folder (``data_dir``, see conftest.py)."""
+    monkeypatch.setenv("KNETC_DATA", str(data_dir))
+    return data_dir
 
 
 @pytest.fixture(scope="module")
-def mnist_data():
-    if not (SHARED / "mnist").is_dir():
-        pytest.skip(f"shared data folder {SHARED} not present")
-    return data.mnist(path=SHARED)
+def mnist_data(data_dir):
+    return data.mnist(path=data_dir)
 
 
 # ----- minibatch -----
@@ -147,12 +140,10 @@ def test_text(shared):
         data.gutenberg("no such book")
 
 
-def test_path_argument(offline):
-    if not SHARED.is_dir():
-        pytest.skip("shared data absent")
-    x, y = data.housing(path=SHARED)
+def test_path_argument(offline, data_dir):
+    x, y = data.housing(path=data_dir)
     assert x.shape == (506, 13)
-    x2, _ = data.housing(path=SHARED / "housing")  # the dataset's own folder works too
+    x2, _ = data.housing(path=data_dir / "housing")  # the dataset's own folder works too
     np.testing.assert_array_equal(x, x2)
 
 
@@ -206,13 +197,10 @@ def test_download_goes_to_cache(offline, monkeypatch):
     assert not any((offline / "cache").rglob("*.part"))
 
 
-def test_download_verified_real_file(offline, monkeypatch):
-    if not SHARED.is_dir():
-        pytest.skip("shared data absent")
-
+def test_download_verified_real_file(offline, monkeypatch, data_dir):
     def fake(url, dest):
         assert "karpathy/char-rnn" in url
-        dest.write_bytes((SHARED / "text" / "tinyshakespeare.txt").read_bytes())
+        dest.write_bytes((data_dir / "text" / "tinyshakespeare.txt").read_bytes())
 
     monkeypatch.setattr(data, "_download", fake)
     assert len(data.tinyshakespeare()) == 1115394

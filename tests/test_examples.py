@@ -1,11 +1,10 @@
 """The examples (Knet's tutorial models) at small sizes on the real data sets.
 
-The data is read from ``$KNETC_DATA`` when it holds the files, else from ``../shared/data`` beside
+The data folder is conftest.py's ``data_dir``: ``$KNETC_DATA`` when set, else ``../shared/data`` beside
 the repository; without either the tests are skipped (nothing is downloaded).
 """
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -19,22 +18,12 @@ if str(ROOT) not in sys.path:  # the examples package lives at the repository ro
     sys.path.insert(0, str(ROOT))
 
 
-def _data_dir() -> Path | None:
-    for cand in (os.environ.get("KNETC_DATA"), ROOT.parent / "shared" / "data"):
-        if cand and (Path(cand) / "mnist" / "t10k-labels-idx1-ubyte.gz").is_file():
-            return Path(cand).resolve()
-    return None
-
-
 @pytest.fixture
-def data(monkeypatch):
+def data(monkeypatch, data_dir):
     """Point the loaders at the shared data folder (skip when it is absent); no progress bars."""
-    d = _data_dir()
-    if d is None:
-        pytest.skip("no data folder: set KNETC_DATA or provide ../shared/data")
-    monkeypatch.setenv("KNETC_DATA", str(d))
+    monkeypatch.setenv("KNETC_DATA", str(data_dir))
     monkeypatch.setenv("KNETC_PROGRESS", "0")
-    return d
+    return data_dir
 
 
 def _need(d: Path, rel: str) -> None:
@@ -54,6 +43,7 @@ def test_housing_ten_steps(data, capsys):
 
 
 def test_housing_bias_is_a_float_that_learns(data):
+    _need(data, "housing/housing.data")
     from examples import housing
     from knetc.optim import SGD, optimizers, update
     x, y = knetc.data.housing()
@@ -64,6 +54,7 @@ def test_housing_bias_is_a_float_that_learns(data):
 
 
 def test_mnist_softmax_small(data):
+    _need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_softmax
     r = mnist_softmax.main(["--small", "--quiet"])
     assert r["ntrain"] == 1000 and r["epochs"] == 1
@@ -72,6 +63,7 @@ def test_mnist_softmax_small(data):
 
 
 def test_mnist_mlp_small(data):
+    _need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_mlp
     r = mnist_mlp.main(["--small", "--epochs", "3", "--quiet"])
     assert r["hidden"] == [64]
@@ -80,6 +72,7 @@ def test_mnist_mlp_small(data):
 
 
 def test_mnist_mlp_two_hidden_layers(data):
+    _need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_mlp
     w = mnist_mlp.initweights([32, 16])
     assert [a.shape for a in w] == [(784, 32), (32,), (32, 16), (16,), (16, 10), (10,)]
@@ -90,6 +83,7 @@ def test_mnist_mlp_two_hidden_layers(data):
 
 
 def test_lenet_small(data):
+    _need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import lenet
     r = lenet.main(["--small", "--quiet"])
     assert r["ntrain"] == 1000

@@ -796,7 +796,7 @@ def test_indexing_slices_none_ellipsis_intarrays_masks():
     w = randn(4, 5)
     idx = np.array([0, 2, 2, 3, 0, 0])
     mask = w > 0
-    g = check(_indexing, w, idx, mask)
+    check(_indexing, w, idx, mask)
     # hand check of the repeated integer-array index: row 0 appears three times
     g2 = knetc.grad(lambda w, idx: np.sum(w[idx]))(w, idx)
     np.testing.assert_allclose(g2[:, 0], [3, 0, 2, 1])
@@ -1082,7 +1082,7 @@ def _passthrough_grad(dy):
 
 @knetc.adjoint(_passthrough)
 def _passthrough_rule(y, x):
-    d[x] = _passthrough_grad(d[y])
+    d[x] = _passthrough_grad(d[y])  # noqa: F821  (d is the template's gradient table)
 
 
 def _uses_passthrough_twice(p, c):

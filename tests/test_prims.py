@@ -20,3 +20,29 @@ def test_add_rows_broadcast_value_falls_back():
     out = np.zeros((3, 2))
     prims.add_rows(out, np.array([0, 0, 2]), 1.0)
     np.testing.assert_array_equal(out, [[2, 2], [0, 0], [1, 1]])
+
+
+def test_tracing_mode_sets_and_restores():
+    assert prims.tracing() is False
+    with prims.tracing_mode():
+        assert prims.tracing() is True
+        with prims.tracing_mode(False):
+            assert prims.tracing() is False
+        assert prims.tracing() is True
+    assert prims.tracing() is False
+    with pytest.raises(RuntimeError):
+        with prims.tracing_mode(True):
+            raise RuntimeError
+    assert prims.tracing() is False
+
+
+def test_tracing_skips_batchnorm_running_moments():
+    from knetc.runtime.layers import batchnorm, bnmoments
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    m = bnmoments(mean=np.zeros(3), var=np.ones(3))
+    with prims.training_mode(True), prims.tracing_mode(True):
+        batchnorm(x, m)
+    np.testing.assert_array_equal(m.mean, 0)   # specializing: the generated code updates them
+    with prims.training_mode(True):
+        batchnorm(x, m)
+    np.testing.assert_allclose(m.mean, 0.1 * x.mean(axis=0))

@@ -32,12 +32,12 @@ def ref_rnnforw(r, w, x, hx=None, cx=None, masks=None):
     hy = np.zeros((L * D, Bn, Hn))
     cy = np.zeros((L * D, Bn, Hn))
     inp = x
-    for l in range(L):
-        if masks is not None and masks[l] is not None:
-            inp = inp * masks[l]
+    for layer in range(L):
+        if masks is not None and masks[layer] is not None:
+            inp = inp * masks[layer]
         outs = []
         for d in range(D):
-            j = l * D + d
+            j = layer * D + d
 
             def W(g, v):  # input part of gate g
                 return v @ rnnparam(r, w, j, g, 0).T + rnnparam(r, w, j, g, 1)
@@ -194,11 +194,14 @@ def test_against_torch(mode, layers, bidir):
     m = m.double()
     G, D = r.numGates, r.numDirections
     with torch.no_grad():
-        for l in range(layers):
+        for layer in range(layers):
             for d in range(D):
-                j = l * D + d
-                sfx = f"_l{l}" + ("_reverse" if d else "")
-                cat = lambda ids, par: np.concatenate([rnnparam(r, w, j, i, par) for i in ids])
+                j = layer * D + d
+                sfx = f"_l{layer}" + ("_reverse" if d else "")
+
+                def cat(ids, par, j=j):
+                    return np.concatenate([rnnparam(r, w, j, i, par) for i in ids])
+
                 getattr(m, "weight_ih" + sfx).copy_(torch.from_numpy(cat(range(G), 0)))
                 getattr(m, "weight_hh" + sfx).copy_(torch.from_numpy(cat(range(G, 2 * G), 0)))
                 getattr(m, "bias_ih" + sfx).copy_(torch.from_numpy(cat(range(G), 1)))
@@ -427,7 +430,7 @@ def test_layout(mode, layers, bidir):
 @pytest.mark.parametrize("mode", MODES)
 def test_init(mode):
     r, w = rnninit(5, 7, rnnType=mode, numLayers=2, bidirectional=True, seed=0)
-    LD, N, G = r.numPseudoLayers, r.numIds, r.numGates
+    LD, N = r.numPseudoLayers, r.numIds
     scaled = []  # every matrix divided by its xavier bound: U(-1, 1) pooled
     for j in range(LD):
         for i in range(N):

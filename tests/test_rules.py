@@ -385,16 +385,19 @@ def reshape_neg(x): return np.sum(np.sin(np.reshape(x, (4, -1))) * W24.reshape(4
 def reshape_flat(x): return np.sum(np.sin(np.reshape(x, -1)) * W24.reshape(-1))
 def transpose_(x): return np.sum(np.sin(np.transpose(x)) * W24.T)
 def transpose_axes(x): return np.sum(np.sin(np.transpose(x, (1, 2, 0))) * np.transpose(W24, (1, 2, 0)))
-def transpose_axes_kw(x): return np.sum(np.sin(np.transpose(x, axes=(2, 0, 1))) * np.transpose(W24, (2, 0, 1)))
+def transpose_axes_kw(x): return np.sum(np.sin(np.transpose(x, axes=(2, 0, 1)))
+                                        * np.transpose(W24, (2, 0, 1)))
 def swapaxes_(x): return np.sum(np.sin(np.swapaxes(x, 0, 1)) * np.swapaxes(W24, 0, 1))
 def swapaxes_neg(x): return np.sum(np.sin(np.swapaxes(x, -1, 0)) * np.swapaxes(W24, -1, 0))
 def moveaxis_(x): return np.sum(np.sin(np.moveaxis(x, 0, -1)) * np.moveaxis(W24, 0, -1))
-def moveaxis_multi(x): return np.sum(np.sin(np.moveaxis(x, (0, 1), (2, 0))) * np.moveaxis(W24, (0, 1), (2, 0)))
+def moveaxis_multi(x): return np.sum(np.sin(np.moveaxis(x, (0, 1), (2, 0)))
+                                     * np.moveaxis(W24, (0, 1), (2, 0)))
 def expand_0(x): return np.sum(np.sin(np.expand_dims(x, 0)) * W24[None])
 def expand_neg(x): return np.sum(np.sin(np.expand_dims(x, -1)) * W24[..., None])
 def expand_tuple(x): return np.sum(np.sin(np.expand_dims(x, (0, 2))) * np.expand_dims(W24, (0, 2)))
 def ravel_(x): return np.sum(np.sin(np.ravel(x)) * W24.ravel())
-def broadcast_(x): return np.sum(np.sin(np.broadcast_to(x, (5, 2, 3, 4))) * np.arange(5.0)[:, None, None, None])
+def broadcast_(x): return np.sum(np.sin(np.broadcast_to(x, (5, 2, 3, 4)))
+                                 * np.arange(5.0)[:, None, None, None])
 
 
 @pytest.mark.parametrize("f", [reshape_, reshape_neg, reshape_flat, transpose_, transpose_axes,
@@ -769,7 +772,8 @@ F32_SHAPE_OPS = [
     lambda x: np.sum(np.sin(x[x > 1])), lambda x: np.sum(np.split(x, 2, axis=-1)[1] ** 2),
     lambda x: np.sum(np.tensordot(x, x, 3)), lambda x: np.sum(np.sin(x @ np.swapaxes(x, 1, 2))),
     lambda x: np.sum(np.sin(softmax(x, axis=1)) + logp(x) * 0.5) + logsumexp(x, axis=None),
-    lambda x: np.sum(np.sin(np.max(x, axis=(0, 2)))) + np.sum(np.mean(x, axis=1)) + np.sum(np.prod(x, axis=-1)),
+    lambda x: (np.sum(np.sin(np.max(x, axis=(0, 2)))) + np.sum(np.mean(x, axis=1))
+               + np.sum(np.prod(x, axis=-1))),
     lambda x: np.sum(np.sin(np.where(x > 1, x, 0.5)) + np.clip(x, 0.7, 1.5) ** 2),
     lambda x: np.sum(relu(x - 1) + sigm(x) * elu(x - 1) + selu(x) + np.maximum(x, 1.0) * 0.5),
     lambda x: np.sum(np.full_like(x, x[0, 0, 0]) * x),
@@ -852,7 +856,8 @@ def test_second_order_3d(f, args):
     (add_, (4,)), (sub_, (3, 1)), (mul_, ()), (div_, "float"), (maximum_, (1, 4)),
     (pow_xy, (4,)), (matmul_op, (4, 5)), (dot_np, (2, 4, 5)), (outer_, (3,)),
     (concat1, (3, 3)), (where_mask, (3, 4)), (clip_array_bounds, None), (nll_, None),
-    (ix_arg, None), (full_like_, "float"), (stack_list_param, None)], ids=lambda v: getattr(v, "__name__", str(v)))
+    (ix_arg, None), (full_like_, "float"), (stack_list_param, None)],
+    ids=lambda v: getattr(v, "__name__", str(v)))
 def test_second_order_binary(f, other):
     x = pos((3, 4))
     rest = {clip_array_bounds: (-0.6, 0.6), nll_: (np.array([0, 1, 3]), True),

@@ -17,7 +17,7 @@ from .codegen import compile_function, register_source, render, render_body
 from .optimize import LOWERING_NAMES, eliminate_dead_code, insert_frees, lower_accumulation
 from .reverse import Adjoint
 from .specialize import Specializer
-from .tape import Sym, Tape, syms_in
+from .tape import Sym, Tape, identifier, syms_in
 from .values import call_expr, dtype_expr, value_expr
 
 
@@ -113,7 +113,7 @@ def compile_trace(tr: Trace) -> Entry:
                     sizes[o.name] = o.nbytes
     stmts = insert_frees(stmts, keep=set(stmts[-1].uses) | reads | set(params), nbytes=sizes)
 
-    name = f"{ident(fn.__name__)}_grad"
+    name = f"{identifier(fn.__name__)}_grad"
     info = {"function": fn.__qualname__, "where": _where(fn), "wrt": params[tr.argnum],
             "specialized": "(" + ", ".join(describe(a) for a in args) + ")", "pure": tr.pure}
     header = [f"knetc: gradient of {info['function']} ({info['where']}) wrt {info['wrt']}",
@@ -195,7 +195,7 @@ def run_traced(tr: Trace) -> tuple:
             stores.append(op.stmt)
     stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr), target="_result")])
     source = render_body(stores + lower_accumulation(stmts))
-    filename = register_source(source, f"{ident(tr.fn.__name__)}_grad_tier0")
+    filename = register_source(source, f"{identifier(tr.fn.__name__)}_grad_tier0")
     # One dict for globals and locals: generated comprehensions see every name.
     exec(compile(source, filename, "exec"), env)
     linecache.cache.pop(filename, None)   # kept for the traceback only when it raised
@@ -338,9 +338,3 @@ def describe(a) -> str:
 def _where(fn) -> str:
     code = fn.__code__
     return f"{os.path.basename(code.co_filename)}:{code.co_firstlineno}"
-
-
-def ident(name: str) -> str:
-    s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name)
-    return s if s and not s[0].isdigit() else f"f{s}"
-

@@ -20,10 +20,11 @@ import numpy as np
 from .. import errors
 from ..rules import registry
 from ..runtime import prims
+from ..runtime.backend import is_array
 from . import ir
 from .cache import spec_of
 from .parse import parse_function
-from .tape import Sym, Tape, concrete, syms_in
+from .tape import Sym, Tape, concrete, identifier, syms_in
 from .values import value_expr
 
 _BINOPS = {gast.Add: operator.add, gast.Sub: operator.sub, gast.Mult: operator.mul,
@@ -305,17 +306,17 @@ class Specializer:
         if isinstance(t, gast.Name):
             old = self.lookup(t.id, frame)
             value = self.ev(s.value, frame)
-            if type(old).__name__ == "ndarray" or type(old) is Sym and \
-                    type(old.val).__name__ == "ndarray" and not self._owned(old, t.id, frame):
+            if is_array(old) or type(old) is Sym and \
+                    is_array(old.val) and not self._owned(old, t.id, frame):
                 self.tape.mutation(t.id)
             new = op(old, value)
-            if type(old) is Sym and type(new) is Sym and type(old.val).__name__ == "ndarray":
+            if type(old) is Sym and type(new) is Sym and is_array(old.val):
                 new = self._like_inplace(new, old)
             self.assign(t, new, frame)
         elif isinstance(t, gast.Subscript):
             obj = self.ev(t.value, frame)
             key = self.ev_index(t.slice, frame)
-            if isinstance(obj, Sym) or type(obj).__name__ == "ndarray":
+            if isinstance(obj, Sym) or is_array(obj):
                 self.tape.mutation("x[i] += v")
             self.setitem(obj, key, op(obj[key], self.ev(s.value, frame)))
         else:
@@ -435,7 +436,7 @@ class Specializer:
             self.tape.fail(errors.UnsupportedSyntax, f"knetc: cannot assign to {tt.__name__}")
 
     def setitem(self, obj, key, value):
-        if isinstance(obj, Sym) or type(obj).__name__ == "ndarray":
+        if isinstance(obj, Sym) or is_array(obj):
             self.tape.mutation("x[i] = v")
         if not isinstance(obj, (list, dict)):
             self.tape.fail(errors.UnsupportedSyntax,
@@ -490,7 +491,7 @@ class Specializer:
         result = value
         if isinstance(value, types.ModuleType):
             pass        # modules (np, math) are taken as fixed
-        elif type(value) is float or type(value).__name__ == "ndarray":
+        elif type(value) is float or is_array(value):
             result = self._read(where, value, name=name)
         elif isinstance(value, (int, str, bool, type(None), bytes)):
             tape.guard(ir.BinOp("!=", where, value_expr(value, tape)))
@@ -511,7 +512,8 @@ class Specializer:
         name = name or path.render()
         if (t is list or t is tuple) and value and all(_is_leaf(v) for v in value):
             # A flat list of arrays (a layer's weights): one unpacking statement reads them all.
-            items = self.tape.read_many(path, value, diff, [_ident(f"{name}_{i}") for i in range(len(value))])
+            names = [identifier(f"{name}_{i}") for i in range(len(value))]
+            items = self.tape.read_many(path, value, diff, names)
             self._external.update((id(s), s) for s in items)
             out = items if t is list else tuple(items)
             if t is list:
@@ -525,15 +527,15 @@ class Specializer:
                 self.mirror.add(out, path)
             return out
         if t is dict:
-            out = {k: self.mirror_value(v, ir.Subscript(path, ir.lit(k)), diff, f"{name}_{_ident(k)}")
+            out = {k: self.mirror_value(v, ir.Subscript(path, ir.lit(k)), diff, f"{name}_{identifier(k)}")
                    for k, v in value.items()}
             self.mirror.add(out, path)
             return out
         if t is float:
-            return self._read(path, value, diff, name=_ident(name), float_leaf=diff)
-        if t.__name__ == "ndarray" or isinstance(value, np.generic) and t is not np.bool_:
+            return self._read(path, value, diff, name=identifier(name), float_leaf=diff)
+        if is_array(value) or isinstance(value, np.generic) and t is not np.bool_:
             is_float = np.issubdtype(value.dtype, np.floating)
-            return self._read(path, value, diff and is_float, name=_ident(name))
+            return self._read(path, value, diff and is_float, name=identifier(name))
         return self._track(value, path)
 
     def _track(self, obj, path):
@@ -787,8 +789,7 @@ SYNTAX = frozenset(_STMTS) | frozenset(_EXPRS) | frozenset(_BINOPS) | frozenset(
 
 
 def _is_leaf(v) -> bool:
-    t = type(v)
-    return t is float or t.__name__ == "ndarray"
+    return type(v) is float or is_array(v)
 
 
 
@@ -796,11 +797,6 @@ def _is_leaf(v) -> bool:
 def _inlinable(fn) -> bool:
     mod = getattr(fn, "__module__", "") or ""
     return not mod.startswith(_NO_INLINE)
-
-
-def _ident(k) -> str:
-    s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(k))
-    return s if s and not s[0].isdigit() else f"k{s}"
 
 
 # Builtins that need to know about symbolic values.

@@ -212,6 +212,12 @@ _METHODS = {
 
 
 
+def identifier(text) -> str:
+    """A Python identifier made from ``text`` (a variable, a dict key, a function's name)."""
+    s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(text))
+    return s if s and not s[0].isdigit() else f"v{s}"
+
+
 class Tape:
     """The forward program being recorded, its names, and the objects the code refers to."""
 

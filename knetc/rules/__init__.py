@@ -1,16 +1,14 @@
 """Derivative rules, one module per primitive family.
 
-Importing this package registers every rule. A rule is a short template (see registry.adjoint).
+Importing this package registers nothing; ``load_all`` registers every rule (``import knetc``
+calls it, after the compiler it needs is importable). A rule is a short template (see
+registry.adjoint); ``support`` holds helpers several families share.
 """
-from . import registry  # noqa: F401
+from . import registry
 
 
 def load_all():
-    """Register the built-in rules (imported lazily: the rules refer to the compiler's codegen)."""
-    from . import arith, knet, nondiff, reduce, shape  # noqa: F401
-    for optional in ("conv", "rnn", "layers"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ImportError:  # pragma: no cover - while the layer runtime is absent
-            pass
+    """Register the built-in rules, then mark them as knetc's own (see registry.mark_builtin)."""
+    from . import (arith, contract, conv, elementwise, joining, knet, layers,  # noqa: F401
+                   nondiff, reduce, rnn, shape, stats)
     registry.mark_builtin()

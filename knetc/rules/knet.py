@@ -22,7 +22,7 @@ def elu(y, x, alpha=1.0):
 
 @adjoint(P.selu)
 def selu(y, x):
-    d[x] = d[y] * np.where(x > 0, static(P._SELU_SCALE), y + static(P._SELU_SCALE * P._SELU_ALPHA))
+    d[x] = d[y] * np.where(x > 0, static(P.SELU_SCALE), y + static(P.SELU_SCALE * P.SELU_ALPHA))
 
 
 @adjoint(P.softmax)

@@ -44,7 +44,8 @@ import inspect
 import textwrap
 import threading
 
-__all__ = ["adjoint", "adjoint_emitter", "nondifferentiable", "alias", "static", "unbroadcast", "lookup", "Rule"]
+__all__ = ["adjoint", "adjoint_emitter", "nondifferentiable", "alias", "static", "unbroadcast", "lookup",
+           "Rule"]
 
 _STATIC_ATTRS = ("shape", "ndim", "size", "dtype")
 

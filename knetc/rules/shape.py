@@ -74,17 +74,17 @@ def concatenate(E, y, arrays, axis=0):
 
 @adjoint(np.split, np.array_split, outputs=2)  # outputs > 1: one result per piece, however many
 def split(ys, ary, indices_or_sections, axis=0):
-    d[ary] = _unsplit(d[ys], static([v.shape for v in ys]), axis, ary.dtype)
+    d[ary] = unsplit(d[ys], static([v.shape for v in ys]), axis, ary.dtype)
 
 
-def _unsplit(grads, shapes, axis, dtype):
+def unsplit(grads, shapes, axis, dtype):
     """The gradient of np.split: the pieces' gradients joined, zeros for those without one."""
     return np.concatenate([np.zeros(s, dtype) if g is None else g for g, s in zip(grads, shapes)],
                           axis)
 
 
-@adjoint(_unsplit)  # gradients of gradients
-def unsplit(y, grads, shapes, axis, dtype):
+@adjoint(unsplit)  # gradients of gradients
+def unsplit_adjoint(y, grads, shapes, axis, dtype):
     d[grads] = np.split(d[y], static(_split_points(shapes, axis)), axis)
 
 

@@ -1,6 +1,6 @@
 """The CUDA side of fusion: a group's statements written as one CuPy ``ElementwiseKernel``.
 
-``_Emitter`` turns a ``plan.Group`` into the four strings CuPy compiles (``KernelSource``):
+``Emitter`` turns a ``plan.Group`` into the four strings CuPy compiles (``KernelSource``):
 inputs ``x0, x1, ...``, outputs ``z0, z1, ...`` and registers ``t0, t1, ...``, one C line per
 statement. Types follow NumPy: outputs are declared with the dtype NumPy would give, literals are
 written in their operation's type (``1.0f`` for float32), Python scalars are converted the way
@@ -79,7 +79,7 @@ def _literal(value, typ) -> str:
     return f"{int(value)}LL" if c == "long long" else str(int(value))
 
 
-class _Emitter:
+class Emitter:
     """Writes the kernel: x0.. inputs, z0.. outputs, t0.. registers, one line per statement.
     (Not y0/y1: those are Bessel functions of the CUDA math library.)"""
 

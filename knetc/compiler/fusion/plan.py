@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import ir
 from ..tape import Sym, syms_in
-from .cuda import CTYPE, CupyKernel, KernelSource, NotFusible, _Emitter
+from .cuda import CTYPE, CupyKernel, KernelSource, NotFusible, Emitter
 
 # ------------------------------------------------------------------------------------ types
 # A value's type is a NumPy dtype (a device array, or a NumPy scalar: strong) or one of the
@@ -279,7 +279,7 @@ class Group:
     @property
     def source(self) -> KernelSource:
         if self._source is None:
-            self._source = _Emitter(self).source()
+            self._source = Emitter(self).source()
         return self._source
 
     @property
@@ -440,7 +440,8 @@ def _greedy(stmts, trees, elems, splits, alias_free):
     or moves after it ("deferred": later members must not read what it defines nor define what
     it reads or defines), or closes the group. Effects, unparsable statements and in-place
     updates of buffers that may have aliases do neither."""
-    cur = None
+    cur, deferred, shape = None, [], ()
+    gdefs, guses, local, qdefs, quses = set(), set(), set(), set(), set()
     for i, (s, tree, e) in enumerate(zip(stmts, trees, elems)):
         if e is not None and e.aug is not None and not e.fresh_target and \
                 (cur is None or e.target not in local):
