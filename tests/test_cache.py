@@ -565,3 +565,23 @@ def test_threads_with_new_trees_at_tier_0(tier0):
         t.join()
     assert not errors, errors[0]
     assert knetc.cache_info(loss).tier0 > 0
+
+
+def test_many_shapes_keep_the_cache_and_linecache_bounded():
+    """600 shapes: the cache keeps its bounded number of entries, and generated sources stay in
+    linecache only while their functions live (no log keeps evicted entries alive)."""
+    import gc
+    import linecache
+
+    def loss(w):
+        return np.sum(w * w)
+    g = knetc.grad(loss)
+    for n in range(1, 601):
+        w = np.ones(n)
+        assert np.array_equal(g(w), 2 * w)
+    _LOG[-1].clear()        # this module's recording fixture holds what it saw
+    gc.collect()
+    held = sum(len(v) for v in g._cache.values())
+    assert held <= api.MAX_ENTRIES
+    live = [f for f in linecache.cache if str(f).startswith("<knetc-") and "loss_grad" in str(f)]
+    assert len(live) <= held + 1

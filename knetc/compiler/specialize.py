@@ -122,6 +122,41 @@ class Mirror:
 
 
 class Specializer:
+    """An interpreter of the user's Python that runs it once, on this call's values, and records
+    the array operations on a tape: the straight-line forward program the adjoint is written for.
+
+    **What is computed here and what is recorded.** Python values (ints, strings, tuples, dict
+    keys, shapes, lengths) are computed by this interpreter: loops are unrolled, branches on them
+    resolved, user functions inlined (``call_function``; lambdas and nested defs are ``Closure``
+    objects). Arrays and float leaves of the arguments are ``Sym`` values: each operation on
+    them is recorded on the tape (``Tape.apply``) with its concrete result, so shapes and dtypes
+    are known when the adjoint is written. Calls to NumPy and knetc primitives need a rule
+    (``knetc.rules``); anything else with Python source is inlined.
+
+    **Never a stale gradient: where a value comes from decides how it enters the code.**
+    The generated code is cached and reused for calls with the same key (``cache.spec_of`` of the
+    arguments: structure, shapes, dtypes, and the values of ints/strings/bools). Whatever else
+    steered this specialization must be checked when the cached code runs, by a ``Guard``:
+    - *Arguments* (``mirror_value``): the structure of the caller's lists/tuples/dicts is in the
+      key; their array and float leaves become ``read`` ops (``w_0, w_1 = w``) at the path where
+      the generated code finds them; containers are remembered in ``self.mirror`` so that a store
+      into them (``h[0] = v``) is replayed by the code (``emit_stores``).
+    - *Globals and closure cells* (``outside``) are values the key does not see: ``reachable``
+      reads arrays and floats at run time (``_g['W']``, ``cell.cell_contents``), and guards
+      everything else: ints, strings and None by value, containers by their ``spec_of``, other
+      objects (functions, modules' objects, layer specs) by identity.
+    - *Objects from outside* (an argument that is a layer object, a global's attribute) are
+      tracked with their path (``_track``); reading an attribute (``attribute``) goes through
+      ``reachable`` like a global, at ``path.attr``.
+    - *Array values that steer Python* (``if np.sum(x) > 0``, ``int(n)``, ``x[x > 0]``'s shape):
+      ``Tape.concretize`` takes this call's value and records a guard on it; ``Tape.apply`` guards
+      result shapes that depend on values (boolean masks, nonzero).
+    A cached entry whose guard fails raises ``GuardFailed``, and the call specializes anew.
+
+    **In-place updates** are refused (``MutationError``) unless Python cannot tell them from a
+    new value: ``s += v`` on an array computed here that nothing else refers to (``_owned``).
+    """
+
     def __init__(self, tape: Tape):
         self.tape = tape
         self.mirror = Mirror()
