@@ -19,7 +19,7 @@ _CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 _LOCK = threading.Lock()
 MAX_ENTRIES = 512   # specializations kept per function: dynamic structures (trees) are unbounded
 MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dependent shapes)
-# Tier 0 (knetc/pipeline.py): once a function has missed the cache this many times and misses
+# Tier 0 (knetc/compiler/pipeline.py): once a function has missed the cache this many times and misses
 # outnumber hits (a new structure every call, like a parse tree per sentence), a new
 # specialization first runs uncompiled; it is compiled when its key comes back. KNETC_TIER0=0
 # (or ``knetc show``) compiles every specialization (knetc.settings).

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .plan import Group
 
 
 class NotFusible(Exception):
@@ -55,7 +53,7 @@ class KernelSource(NamedTuple):
                 f"{self.operation}\n")
 
 
-def kernel_source(group: Group) -> KernelSource:
+def kernel_source(group) -> KernelSource:
     """The CUDA text of a group: ``(in_params, out_params, operation, name)`` for CuPy."""
     return group.source
 
@@ -83,7 +81,7 @@ class Emitter:
     """Writes the kernel: x0.. inputs, z0.. outputs, t0.. registers, one line per statement.
     (Not y0/y1: those are Bessel functions of the CUDA math library.)"""
 
-    def __init__(self, group: Group):
+    def __init__(self, group):
         self.g = group
         self.lines: list[str] = []
         self.ntemp = 0
@@ -288,7 +286,7 @@ class CupyKernel:
     accumulators, which are passed in and updated in place (then all outputs are passed: the
     others are allocated here with the in-out's shape, which is the kernel's shape)."""
 
-    def __init__(self, group: Group, cache: KernelCache | None = None):
+    def __init__(self, group, cache: KernelCache | None = None):
         self.source = group.source
         self.nin = len(group.inputs)
         self.inout = group.inout_positions
