@@ -5,17 +5,26 @@ batch 64): median time of the loss f, knetc's cached grad, a hand-written forwar
 autograd's grad, with ratios; the first-call (specialize + generate + compile) time; and a
 tree-structured model (DyNet's treenn) in which every call has a new tree, so every call compiles.
 
+Timings are interleaved (each round times every contender once, in turn) and the ratios are
+medians of per-round ratios, so a noisy machine moves both sides alike. BLAS runs on one thread
+unless the environment says otherwise.
+
 Run: python benchmarks/overhead.py [--quick]
 """
 from __future__ import annotations
 
-import statistics
-import sys
-import time
+import os
 
-import numpy as np
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-import knetc
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import knetc  # noqa: E402
 
 try:
     import autograd
@@ -24,15 +33,24 @@ except ImportError:  # optional peer
     autograd = None
 
 
-def median_time(fn, repeat, number):
-    """Median seconds per call over ``repeat`` batches of ``number`` calls."""
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        for _ in range(number):
-            fn()
-        times.append((time.perf_counter() - t) / number)
-    return statistics.median(times)
+def interleaved(fns: dict, repeat, number):
+    """{name: per-round seconds per call}: each round times every function once (``number``
+    calls), the order rotating between rounds."""
+    names = list(fns)
+    times = {k: [] for k in names}
+    for r in range(repeat):
+        for k in names[r % len(names):] + names[:r % len(names)]:
+            fn = fns[k]
+            t = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times[k].append((time.perf_counter() - t) / number)
+    return times
+
+
+def ratio(times, a, b):
+    """Median over rounds of a's time / b's time."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 # ---- the MLP ---------------------------------------------------------------------------
@@ -89,12 +107,16 @@ def bench_mlp(n, batch, quick):
     gk, _ = g(w, x, y), None
     gh, _ = mlp_handwritten(w, x, y)
     assert all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(gk, gh)), "knetc != hand"
-    row = {"f": median_time(lambda: mlp_loss(w, x, y), repeat, number),
-           "knetc": median_time(lambda: g(w, x, y), repeat, number),
-           "hand": median_time(lambda: mlp_handwritten(w, x, y), repeat, number)}
+    fns = {"f": lambda: mlp_loss(w, x, y), "knetc": lambda: g(w, x, y),
+           "hand": lambda: mlp_handwritten(w, x, y)}
     if autograd is not None:
         ga = autograd.grad(mlp_autograd)
-        row["autograd"] = median_time(lambda: ga(w, x, y), repeat, number)
+        fns["autograd"] = lambda: ga(w, x, y)
+    times = interleaved(fns, repeat, number)
+    row = {k: statistics.median(v) for k, v in times.items()}
+    row["knetc/hand"] = ratio(times, "knetc", "hand")
+    if autograd is not None:
+        row["knetc/ag"] = ratio(times, "knetc", "autograd")
     row["first"] = first_call
     return row
 
@@ -235,7 +257,7 @@ def main(argv=None):
         ag = r.get("autograd")
         print(f"{f'MLP {n}x{n}, batch {batch}':<22}{r['f']*1e6:>8.1f}us{r['knetc']*1e6:>8.1f}us"
               f"{r['hand']*1e6:>8.1f}us{(ag or float('nan'))*1e6:>8.1f}us"
-              f"{r['knetc']/r['hand']:>12.2f}{(r['knetc']/ag if ag else float('nan')):>10.2f}"
+              f"{r['knetc/hand']:>12.2f}{r.get('knetc/ag', float('nan')):>10.2f}"
               f"{r['first']*1e3:>8.1f}ms")
     t = bench_tree(quick)
     print(f"\ntreenn (new tree every call, {t['leaves']:.0f} leaves on average): sentences/s, "

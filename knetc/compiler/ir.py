@@ -413,14 +413,23 @@ class Stmt:
 
 class Assign(Stmt):
     """``a, b = value`` (a target ``_`` discards that result). ``unpack``: the value is a sequence
-    unpacked into the targets, also when there is one (``a, = value``)."""
-    __slots__ = ("targets", "value", "effect", "unpack")
+    unpacked into the targets, also when there is one (``a, = value``). ``fresh``: the value is
+    certainly new memory (``is_fresh``)."""
+    __slots__ = ("targets", "value", "effect", "unpack", "_fresh")
 
     def __init__(self, targets, value: Expr, loc=None, back=False, effect=False, unpack=None):
         self.targets = (targets,) if type(targets) is str else tuple(targets)
         self._init(loc, back, tuple(t for t in self.targets if t != "_"))
         self.value, self.effect = value, effect
         self.unpack = len(self.targets) > 1 if unpack is None else unpack
+        self._fresh = None
+
+    @property
+    def fresh(self) -> bool:
+        f = self._fresh
+        if f is None:
+            f = self._fresh = is_fresh(self.value)
+        return f
 
     def read_names(self):
         return self.value.names([])

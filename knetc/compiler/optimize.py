@@ -35,9 +35,9 @@ def _memory_last_use(stmts: list[ir.Stmt]) -> dict[str, int]:
             last[n] = i
     for i in range(len(stmts) - 1, -1, -1):
         s = stmts[i]
-        if type(s) is ir.Assign and not ir.is_fresh(s.value):
+        if type(s) is ir.Assign and not s.fresh:
             end = max((last.get(t, i) for t in s.defs), default=i)
-            for n in s.value.names([]):
+            for n in s.uses:
                 if last.get(n, -1) < end:
                     last[n] = end
     return last
@@ -63,7 +63,7 @@ def lower_accumulation(stmts: list[ir.Stmt], pure: bool = False, keep=()) -> lis
         t = type(s)
         if t is ir.Assign:
             out.append(s)
-            if ir.is_fresh(s.value) and len(s.defs) == 1:
+            if s.fresh and len(s.defs) == 1:
                 owned.add(s.defs[0])
             continue
         if t is ir.Accumulate:

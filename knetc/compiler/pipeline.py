@@ -224,7 +224,7 @@ def _forward_stmt(op, tape) -> ir.Stmt:
 def _result_expr(tr: Trace) -> ir.Expr:
     """``(gradient, loss)``: what the generated function hands back."""
     fresh = {s.defs[0] for s in tr.adj.stmts
-             if type(s) in (ir.Accumulate, ir.ScatterAdd) or (type(s) is ir.Assign and ir.is_fresh(s.value))}
+             if type(s) in (ir.Accumulate, ir.ScatterAdd) or (type(s) is ir.Assign and s.fresh)}
     given: set[str] = set()
     grads = _grad_structure(tr.wrt, tr.adj, _widest_float(tr.tape), fresh, given)
     return ir.Tuple([grads, value_expr(tr.loss, tr.tape)])

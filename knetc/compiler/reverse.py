@@ -85,9 +85,11 @@ class Adjoint:
 
     def scatter(self, sym: Sym, index: ir.Expr, value: ir.Expr, mode: str, loc):
         """Gradient of an indexing read ``sym[index]``: add ``value`` at ``index``."""
-        zeros = ir.call(ir.np_fn("zeros"), ir.lit(tuple(sym.shape)), dtype_expr(sym.dtype))
+        base = self.grads.get(id(sym))
+        zeros = None if base is not None else \
+            ir.call(ir.np_fn("zeros"), ir.lit(tuple(sym.shape)), dtype_expr(sym.dtype))
         name = self.tape.newname("d" + sym.name)
-        self.emit(ir.ScatterAdd(name, self.grads.get(id(sym)), index, value, mode, zeros, loc))
+        self.emit(ir.ScatterAdd(name, base, index, value, mode, zeros, loc))
         self.grads[id(sym)] = ir.Name(name)
         self.nbytes[name] = sym.nbytes
 
