@@ -56,7 +56,7 @@ def test_refuses_unknown(tmp_path):
     class Thing:
         pass
 
-    for bad in ([Thing()], {"a": {1: 2}}, np.array([object()], dtype=object), {1.5}, 1j):
+    for bad in ([Thing()], {"a": {1.5: 2}}, np.array([object()], dtype=object), {1.5}, 1j):
         with pytest.raises(TypeError):
             serialize.save(tmp_path / "x.npz", bad)
     assert not list(tmp_path.iterdir())  # nothing half-written
