@@ -182,7 +182,7 @@ def main(argv=None):
     if seed is not None:
         init.seed(seed)
     t0 = time.perf_counter()
-    text = shakespeare() if args.data == "shakespeare" else tinyshakespeare()
+    text = shakespeare(raw=True) if args.data == "shakespeare" else tinyshakespeare()
     chars, ids = vocabulary(text)
     ntst = int(len(ids) * args.test)
     trn = streams(ids[:len(ids) - ntst], args.batchsize)

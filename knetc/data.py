@@ -40,16 +40,26 @@ __all__ = ["MiniBatch", "minibatch", "housing", "mnist", "shakespeare", "tinysha
 class MiniBatch:
     """Re-iterable minibatches over the first axis (Knet's ``Data``); see ``minibatch``."""
 
-    def __init__(self, x: Any, y: Any, batchsize: int, shuffle: bool, partial: bool,
-                 xtype: Callable | None, ytype: Callable | None,
-                 xsize: Sequence[int] | None, ysize: Sequence[int] | None,
-                 rng: np.random.Generator | None) -> None:
+    def __init__(self, arrays: Sequence[Any], batchsize: int, shuffle: bool = False,
+                 partial: bool = False, xtype: Callable | None = None,
+                 ytype: Callable | None = None, xsize: Sequence[int] | None = None,
+                 ysize: Sequence[int] | None = None,
+                 rng: np.random.Generator | None = None) -> None:
+        arrays = tuple(arrays)
+        if not arrays:
+            raise TypeError("minibatch needs at least one array")
+        if isinstance(batchsize, (bool, np.bool_)) or not isinstance(batchsize, (int, np.integer)):
+            raise TypeError(f"batchsize must be an int, got {batchsize!r}")
         if batchsize < 1:
             raise ValueError(f"batchsize must be positive, got {batchsize}")
-        n = len(x)
-        if y is not None and len(y) != n:
-            raise ValueError(f"x has {n} items (first axis) but y has {len(y)}")
-        self.x, self.y, self.n, self.batchsize = x, y, n, int(batchsize)
+        n = len(arrays[0])
+        for k, a in enumerate(arrays[1:], 1):
+            if len(a) != n:
+                what = "y" if k == 1 and len(arrays) == 2 else f"array {k} (0-based)"
+                raise ValueError(f"x has {n} items (first axis) but {what} has {len(a)}")
+        self.arrays, self.n, self.batchsize = arrays, n, int(batchsize)
+        self.x = arrays[0]
+        self.y = arrays[1] if len(arrays) > 1 else None
         self.shuffle, self.partial = shuffle, partial
         self.xtype, self.ytype, self.xsize, self.ysize, self.rng = xtype, ytype, xsize, ysize, rng
 
@@ -70,33 +80,74 @@ class MiniBatch:
         for b in range(len(self)):
             i, j = b * bs, min((b + 1) * bs, self.n)
             idx = slice(i, j) if perm is None else perm[i:j]
-            xb = self._convert(self.x[idx], self.xsize, self.xtype)
-            if self.y is None:
+            xb = self._convert(self.arrays[0][idx], self.xsize, self.xtype)
+            if len(self.arrays) == 1:
                 yield xb
             else:
-                yield xb, self._convert(self.y[idx], self.ysize, self.ytype)
+                yield (xb,) + tuple(self._convert(a[idx], self.ysize, self.ytype)
+                                    for a in self.arrays[1:])
 
     def __repr__(self) -> str:
-        return (f"MiniBatch(n={self.n}, batchsize={self.batchsize}, batches={len(self)}, "
-                f"shuffle={self.shuffle}, partial={self.partial})")
+        return (f"MiniBatch(arrays={len(self.arrays)}, n={self.n}, batchsize={self.batchsize}, "
+                f"batches={len(self)}, shuffle={self.shuffle}, partial={self.partial})")
 
 
-def minibatch(x: Any, y: Any = None, batchsize: int = 100, *, shuffle: bool = False,
+def _is_batchsize(a: Any) -> bool:
+    return isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_))
+
+
+def minibatch(*arrays: Any, batchsize: int | None = None, shuffle: bool = False,
               partial: bool = False, xtype: Callable | None = None,
               ytype: Callable | None = None, xsize: Sequence[int] | None = None,
-              ysize: Sequence[int] | None = None,
-              rng: np.random.Generator | None = None) -> MiniBatch:
-    """Split ``x`` (and ``y``) along the FIRST axis into minibatches, like Knet's ``minibatch``.
+              ysize: Sequence[int] | None = None, rng: np.random.Generator | None = None,
+              x: Any = None, y: Any = None) -> MiniBatch:
+    """Split arrays along their FIRST axis into minibatches, like Knet's ``minibatch`` (and
+    PyTorch's ``DataLoader(TensorDataset(...))``).
 
-    Returns an object with ``len()`` that can be iterated many times; each pass yields
-    ``(xb, yb)``, or ``xb`` alone when ``y`` is None.  ``shuffle=True`` draws a new permutation
-    every pass (from ``rng``, default knetc's generator, see ``knetc.init.seed``).
-    ``partial=True`` keeps the last, shorter batch (dropped by default).  ``xsize``/``ysize``
-    reshape each batch (e.g. ``(-1, 784)``; -1 stands for the batch size) and ``xtype``/``ytype``
-    are then applied to it (e.g. ``cupy.asarray`` or ``lambda a: a.astype(np.float32)``).
-    Without shuffling and without ``xtype`` the batches are views into ``x``.
+    ``minibatch(x, y, 100)``, ``minibatch(x, 100)``, ``minibatch(x, y, mask, batchsize=32)``,
+    ``minibatch(x, batchsize=32)``.  The rules:
+
+    * every positional argument is an array (anything with ``len()`` and indexing along the first
+      axis), except that a LAST positional argument that is an ``int`` is the batch size (as in
+      Knet's ``minibatch(x, y, 100)``); an ``int`` anywhere else, or a batch size given both
+      positionally and as ``batchsize=``, is a ``TypeError``.  The default batch size is 100;
+    * a positional ``None`` is skipped, so ``minibatch(x, None, 100)`` is ``minibatch(x, 100)``;
+      ``x=`` and ``y=`` are accepted as keywords too (then ``x`` is the first array, ``y`` follows
+      the positional ones);
+    * all arrays must have the same first-axis length;
+    * a single array yields the batches themselves (arrays, not 1-tuples); two or more yield
+      tuples, one item per array, in the order given: ``for x, y, mask in minibatch(x, y, mask)``.
+
+    Returns an object with ``len()`` that can be iterated many times.  ``shuffle=True`` draws a
+    new permutation every pass, applied to all the arrays alike (from ``rng``, default knetc's
+    generator, see ``knetc.init.seed``).  ``partial=True`` keeps the last, shorter batch (dropped
+    by default).  ``xsize`` reshapes the batches of the first array and ``ysize`` those of every
+    other array (e.g. ``(-1, 784)``; -1 stands for the batch size); ``xtype`` is then applied to
+    the first array's batches and ``ytype`` to every other array's (e.g. ``cupy.asarray`` or
+    ``lambda a: a.astype(np.float32)``).  Without shuffling and without ``xtype``/``ytype`` the
+    batches are views into the arrays.
     """
-    return MiniBatch(x, y, batchsize, shuffle, partial, xtype, ytype, xsize, ysize, rng)
+    args = list(arrays)
+    if args and _is_batchsize(args[-1]):
+        if batchsize is not None:
+            raise TypeError(f"minibatch: batch size given twice, positionally ({args[-1]}) and as "
+                            f"batchsize={batchsize}")
+        batchsize = args.pop()
+    for k, a in enumerate(args):
+        if _is_batchsize(a):
+            raise TypeError(f"minibatch: the int {a} (positional argument {k}) is not an array; "
+                            "a positional batch size must be the last argument")
+    args = [a for a in args if a is not None]
+    if x is not None:
+        if args:
+            raise TypeError("minibatch: x given both positionally and as x=")
+        args = [x]
+    if y is not None:
+        args.append(y)
+    if not args:
+        raise TypeError("minibatch needs at least one array: minibatch(x, [y, ...], batchsize)")
+    return MiniBatch(args, 100 if batchsize is None else batchsize, shuffle, partial, xtype,
+                     ytype, xsize, ysize, rng)
 
 
 # --------------------------------------------------------------------------------------------
@@ -282,9 +333,78 @@ def _text(rel: str, path, url=None, sha=None) -> str:
     return _fetch(rel, path, url, sha).read_text(encoding="utf-8-sig")
 
 
-def shakespeare(*, path: str | os.PathLike | None = None) -> str:
-    """The complete works of Shakespeare (Gutenberg etext #100 of 1994, ``t8.shakespeare.txt``)."""
-    return _text("text/shakespeare.txt", path)
+_NOTICE_START, _NOTICE_END = "<<THIS", "SHIP.>>"
+_SHAKESPEARE_SPLIT_SEED = 42
+_shakespeare_cache: dict[Path, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+
+def _shakespeare_texts(s: str) -> list[str]:
+    """The 218 texts of the 1994 etext: the pieces between its World Library notices
+    (``<<THIS ELECTRONIC VERSION ... SHIP.>>``), less the two before the first work and the last
+    (the Gutenberg footer), as Knet's ``shakespeare()`` cuts them."""
+    pieces, pos = [], 0
+    while True:
+        i = s.find(_NOTICE_START, pos)
+        if i < 0:
+            pieces.append(s[pos:])
+            break
+        pieces.append(s[pos:i])
+        j = s.find(_NOTICE_END, i)
+        if j < 0:
+            raise ValueError("shakespeare: an unterminated World Library notice; not the 1994 "
+                             "etext #100 (t8.shakespeare.txt)")
+        pos = j + len(_NOTICE_END)
+    return pieces[2:-1]
+
+
+def shakespeare(raw: bool = False, *, path: str | os.PathLike | None = None) -> Any:
+    """The complete works of Shakespeare (Gutenberg etext #100 of 1994, ``t8.shakespeare.txt``),
+    split as Knet's ``shakespeare()`` (``data/gutenberg.jl``, the charlm tutorial) does.
+
+    Returns ``(trn, tst, chars)``: ``trn`` and ``tst`` are uint8 arrays of 0-based character
+    indices (Knet's are 1-based) and ``chars`` is the list of characters they index, so
+    ``"".join(chars[i] for i in trn[1019:1210])`` is Knet's ``string(chars[trn[1020:1210]]...)``.
+
+    The split follows Knet's code, not a fraction of the text (so the test text is NOT simply the
+    end of the file): the file is cut at its 221 World Library copyright notices (they stand
+    between works and between acts), keeping the 218 pieces between the header and the footer
+    and leaving the notices out; the pieces are shuffled with a fixed seed (42); the first 200
+    make the training text and the other 18 the test text (about 7% of the characters), each the
+    concatenation of its pieces in shuffled order.  ``chars`` holds every character of ``trn``
+    and ``tst``, most frequent first (Knet's order; ties by code point).
+
+    What differs from Knet: Knet shuffles with Julia's ``MersenneTwister(42)``, which NumPy cannot
+    reproduce, so the 18 test pieces are those of NumPy's legacy ``RandomState(42)`` shuffle (a
+    stream NumPy keeps fixed across versions); the split is the same in kind (whole pieces,
+    200/18) and the same on every machine, but not the same 18 pieces.  And this copy has ``\n``
+    line ends where Knet's download had ``\r\n``: 83 characters and about 5.34M indices (Knet:
+    84 characters with ``\r``, 4.93M + 0.53M).
+
+    ``shakespeare(raw=True)`` returns the whole file as one string instead (header, notices and
+    all).  The split is computed once per file and each call returns fresh copies.
+    """
+    file = _fetch("text/shakespeare.txt", path)
+    text = file.read_text(encoding="utf-8-sig")
+    if raw:
+        return text
+    key = file.resolve()
+    if key not in _shakespeare_cache:
+        texts = _shakespeare_texts(text)
+        order = np.random.RandomState(_SHAKESPEARE_SPLIT_SEED).permutation(len(texts))
+        texts = [texts[k] for k in order]
+        ntrn = min(200, len(texts))
+        codes = [np.frombuffer("".join(t).encode("utf-32-le"), dtype=np.uint32)
+                 for t in (texts[:ntrn], texts[ntrn:])]
+        uniq, counts = np.unique(np.concatenate(codes), return_counts=True)
+        if len(uniq) > 256:
+            raise ValueError(f"shakespeare: {len(uniq)} distinct characters do not fit in uint8")
+        by_freq = np.lexsort((uniq, -counts))       # most frequent first, ties by code point
+        rank = np.empty(len(uniq), dtype=np.uint8)
+        rank[by_freq] = np.arange(len(uniq))
+        trn, tst = (rank[np.searchsorted(uniq, c)] for c in codes)
+        _shakespeare_cache[key] = (trn, tst, [chr(int(uniq[k])) for k in by_freq])
+    trn, tst, chars = _shakespeare_cache[key]
+    return trn.copy(), tst.copy(), list(chars)
 
 
 def tinyshakespeare(*, path: str | os.PathLike | None = None) -> str:

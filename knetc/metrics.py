@@ -28,7 +28,30 @@ def nll(scores, labels, average: bool = True):
     return _prims.nll(scores, labels, False), len(labels)
 
 
-def _correct(scores, labels) -> tuple[int, int]:
+def _check_scores(scores, who: str):
+    """``scores`` if it is an array of class scores, else a clear error; ``who`` is the subject
+    of the message, e.g. "the model predict returned"."""
+    want = "an array of class scores (N, classes)"
+    if scores is None:
+        raise TypeError(f"accuracy: {who} None, not {want}")
+    if isinstance(scores, (tuple, list)):
+        raise TypeError(f"accuracy: {who} a {type(scores).__name__} of {len(scores)} items, not "
+                        f"{want}; return the scores alone")
+    if isinstance(scores, (bool, int, float, complex, np.generic)) or (
+            hasattr(scores, "shape") and len(scores.shape) == 0):
+        raise ValueError(f"accuracy: {who} the scalar {scores!r}, not {want}; return the scores "
+                         "before any loss or reduction")
+    if not hasattr(scores, "shape"):
+        raise TypeError(f"accuracy: {who} a {type(scores).__name__}, not {want}")
+    return scores
+
+
+def _correct(scores, labels, who: str | None = None) -> tuple[int, int]:
+    if who is None:                       # accuracy(scores, labels): lists are fine
+        who = "scores is"
+        if isinstance(scores, (tuple, list)):
+            scores = np.asarray(scores)
+    scores = _check_scores(scores, who)
     xp = array_module(scores)
     labels = xp.asarray(labels)
     pred = xp.argmax(scores, axis=-1)
@@ -38,36 +61,69 @@ def _correct(scores, labels) -> tuple[int, int]:
     return int(xp.sum(pred == labels)), int(labels.size)
 
 
-def accuracy(*args: Any, average: bool = True):
-    """Classification accuracy, in Knet's two forms.
+def _batches(data, predict_one, who: str) -> tuple[int, int]:
+    """(correct, count) of ``predict_one(x)`` over the minibatches ``(x, y)`` of ``data``."""
+    correct = count = 0
+    for batch in data:
+        try:
+            x, y = batch
+        except (TypeError, ValueError):
+            what = (f"a {type(batch).__name__} of {len(batch)} items"
+                    if isinstance(batch, (tuple, list)) else f"a {type(batch).__name__}")
+            raise TypeError(f"accuracy: each minibatch of data must be a pair (x, y), got "
+                            f"{what}") from None
+        c, n = _correct(predict_one(x), y, who)
+        correct += c
+        count += n
+    return correct, count
+
+
+def accuracy(*args: Any, data: Any = None, average: bool = True):
+    """Classification accuracy, in Knet's forms.
 
     ``accuracy(scores, labels)``: the fraction of rows whose ``argmax(scores, axis=-1)`` equals
     the 0-based integer label (``scores`` ``(N, classes)``, ``labels`` ``(N,)``; more leading axes
     are allowed, each label counting once).
 
-    ``accuracy(w, data, predict)``: the accuracy of ``predict(w, x)`` over the minibatches
-    ``(x, y)`` of ``data``, weighted by the number of labels in each minibatch.
+    ``accuracy(model, data)`` or ``accuracy(model, data=data)`` (Knet's ``accuracy(model;
+    data)``): the accuracy of the scores ``model(x)`` over the minibatches ``(x, y)`` of ``data``,
+    weighted by the number of labels in each minibatch; ``model`` is any callable.
+
+    ``accuracy(w, data, predict)``: the same with the scores ``predict(w, x)``.
+
+    A model or predict function that returns no scores (``None``, a Python or NumPy scalar, a
+    0-d array, a tuple) is an error naming what it returned (``TypeError``, or ``ValueError`` for
+    a scalar), never an accuracy of 0.
 
     ``average=False`` returns ``(correct, count)`` instead of the fraction (Knet's convention).
     No gradient flows through the accuracy.
     """
-    if len(args) == 2:
+    if data is not None:
+        if len(args) != 1:
+            raise TypeError("accuracy(model, data=data) takes the model alone positionally, got "
+                            f"{len(args)} positional arguments")
+        args = (args[0], data)
+    if len(args) == 2 and callable(args[0]):
+        model, batches = args
+        correct, count = _batches(batches, model, f"the model {_name(model)} returned")
+    elif len(args) == 2:
         correct, count = _correct(*args)
     elif len(args) == 3:
-        w, data, predict = args
+        w, batches, predict = args
         if not callable(predict):
             raise TypeError("accuracy(w, data, predict): predict must be callable")
-        correct = count = 0
-        for x, y in data:
-            c, n = _correct(predict(w, x), y)
-            correct += c
-            count += n
+        correct, count = _batches(batches, lambda x: predict(w, x),
+                                  f"predict {_name(predict)} returned")
     else:
-        raise TypeError("accuracy takes (scores, labels) or (w, data, predict), got "
-                        f"{len(args)} arguments")
+        raise TypeError("accuracy takes (scores, labels), (model, data) or (w, data, predict), "
+                        f"got {len(args)} arguments")
     if not average:
         return correct, count
     return correct / count if count else float("nan")
+
+
+def _name(f) -> str:
+    return getattr(f, "__qualname__", None) or type(f).__name__
 
 
 def _softplus(z, xp):

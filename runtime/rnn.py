@@ -200,11 +200,13 @@ def rnninit(inputSize: int, hiddenSize: int, *, rnnType: str = "lstm", numLayers
     bias is zero, except for LSTMs where, as in Knet (``finit=ones`` applied to ids 2 and 6,
     1-based), **both** forget-gate biases (input ``bWf`` and recurrent ``bRf``) are 1, so the
     forget gate starts with a total bias of 2. Returns ``(r, w)`` with ``w`` a NumPy array of
-    ``r.paramSize`` elements (see the module docstring for its layout); ``seed`` seeds the
-    initialisation (``None``: fresh entropy).
+    ``r.paramSize`` elements (see the module docstring for its layout). The weights are drawn
+    from knetc's seeded generator, like the other initializers (``knetc.init.seed(n)`` makes them
+    reproducible); ``seed=n`` uses a generator of its own seeded with ``n`` instead.
     """
+    from ..init import default_rng  # knetc.init; imported here to keep package import order free
     r = RNN(rnnType, inputSize, hiddenSize, numLayers, bidirectional, dropout, dtype)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed) if seed is not None else default_rng()
     w = np.zeros(r.paramSize, dtype=r.dtype)
     for a in rnnparams(r, w):
         if a.ndim == 2:

@@ -129,7 +129,7 @@ def test_mnist_env(shared):
 
 
 def test_text(shared):
-    s = data.shakespeare()
+    s = data.shakespeare(raw=True)
     assert isinstance(s, str) and len(s) == 5458199 and "To be, or not to be" in s
     t = data.tinyshakespeare()
     assert len(t) == 1115394 and t.startswith("First Citizen:")
