@@ -18,11 +18,27 @@ __all__ = ["nll", "accuracy", "bce", "bce_grad", "bce_dlabels", "logistic", "log
 
 
 def nll(scores, labels, average: bool = True):
-    """Negative log likelihood of 0-based int ``labels`` (N,) under unnormalized ``scores`` (N, C).
+    """Negative log likelihood of 0-based int ``labels`` under unnormalized ``scores``.
 
-    Knet's convention: ``average=True`` returns the mean over the N instances; ``average=False``
-    returns ``(total, count)``. Differentiable in both forms (differentiate ``total``).
+    Classes are on the last axis of ``scores`` and every other axis indexes instances, as in
+    Knet's ``nll`` (which has them on its first, column-major axis): ``scores`` (N, C) with
+    ``labels`` (N,), or a sequence model's (B, T, V) with (B, T) (any shape of labels with one
+    label per row of ``scores.reshape(-1, C)``; a vector of C scores takes one label).
+
+    Knet's convention: ``average=True`` returns the mean over all the instances;
+    ``average=False`` returns ``(total, count)``, count the number of labels. Differentiable in
+    both forms (differentiate ``total``).
     """
+    if not hasattr(scores, "ndim"):      # nested lists of scores
+        scores = np.asarray(scores)
+    if scores.ndim != 2:   # known when specializing: (..., C) scores become rows of one matrix
+        if scores.ndim == 0:
+            raise ValueError("nll: scores must have a class axis (the last one), got a scalar")
+        scores = scores.reshape(-1, scores.shape[-1])
+        labels = np.reshape(labels, -1)
+    if len(labels) != scores.shape[0]:
+        raise ValueError(f"nll: {len(labels)} labels for {scores.shape[0]} rows of scores (scores "
+                         "have the classes on the last axis and one label per other position)")
     if average:
         return _prims.nll(scores, labels, True)
     return _prims.nll(scores, labels, False), len(labels)

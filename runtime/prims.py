@@ -178,3 +178,96 @@ def add_rows(out, idx, v):
 def relu_grad(y, dy):
     """dy where y > 0."""
     return dy * (y > 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# erf and gelu without SciPy (their rules are in knetc/rules/special.py). Plain array
+# arithmetic, so they run on NumPy and CuPy arrays alike and keep float32 inputs float32.
+#
+# The coefficients were fitted with mpmath.chebyfit at 50 digits (knetc's own fit, not copied):
+#   _ERF_P:  erf(x) / x as a degree-11 polynomial in s = x*x on 0 <= s <= 1;
+#   _ERFC_Q: (1 + 2x) exp(x*x) erfc(x) as a degree-21 polynomial in t = (x - 3) / (x + 3) on
+#            x >= 1 (the mapping of Shepherd and Laframboise, Math. Comp. 36, 1981).
+# Against mpmath in float64: erf within 3e-16 relative everywhere; erfc within 1e-14 relative
+# for x < 10 and 2e-13 up to its underflow near 27 (the rounding of x*x in exp(-x*x)).
+
+_ERF_P = (
+    -7.795898827002142e-10, 1.3720064546777686e-08, -1.6208483801871705e-07, 1.6447424703317362e-06,
+    -1.492473690741966e-05, 0.00012055294904839707, -0.0008548325975389692, 0.0052239776071164225,
+    -0.02686617064323777, 0.11283791670945006, -0.37612638903183543, 1.1283791670955126,
+)
+_ERFC_Q = (
+    1.5504321773485521e-09, -5.184683363570991e-08, 2.1986612110427302e-07, -1.3938183948257097e-07,
+    -7.289923069677295e-07, 4.181196395900433e-07, 3.5065703904458455e-06, -7.690089674810581e-07,
+    -2.0102065166314844e-05, 4.959869356387292e-06, 0.0001250979497506351, -0.00010516139264961774,
+    -0.0007798319219984895, 0.0018886905008598507, 0.0025293917794136714, -0.02377051492581398,
+    0.0683080273458274, -0.1192736634151192, 0.1296451587027206, -0.04756229435345284,
+    -0.13562110612458092, 1.2530080582697296,
+)
+_SQRT_HALF = 0.7071067811865476      # 1 / sqrt(2)
+_SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi), gelu's tanh form
+_GELU_CUBIC = 0.044715
+
+
+def _horner(coefs, t):
+    acc = coefs[0] * t + coefs[1]
+    for c in coefs[2:]:
+        acc = acc * t + c
+    return acc
+
+
+def _erf_near0(x, a, xp):
+    """erf(x) where |x| < 1 (``a`` is |x|; other entries are finite and unused)."""
+    s = xp.minimum(a, 1.0)
+    return x * _horner(_ERF_P, s * s)
+
+
+def _erfc_tail(a, xp):
+    """erfc(|x|) where |x| >= 1 (``a`` is |x|; other entries are finite and unused)."""
+    b = xp.minimum(xp.maximum(a, 1.0), 40.0)   # erfc(40) underflows; keeps t finite at inf
+    return xp.exp(-(b * b)) * _horner(_ERFC_Q, (b - 3.0) / (b + 3.0)) / (1 + 2 * b)
+
+
+def _float_array(x, xp):
+    x = xp.asarray(x)
+    return x if x.dtype.kind in "fc" else x.astype(np.float64)
+
+
+def erf(x):
+    """The error function 2/sqrt(pi) * integral of exp(-t^2) from 0 to x, elementwise.
+
+    No SciPy needed: a polynomial for |x| < 1 and a polynomial in (|x| - 3) / (|x| + 3) times
+    exp(-x^2) beyond, accurate to a few units in the last place in float64 (float32 inputs stay
+    float32). Works on NumPy and CuPy arrays and on Python numbers.
+    """
+    xp = array_module(x)
+    x = _float_array(x, xp)
+    a = xp.abs(x)
+    out = xp.where(a < 1, _erf_near0(x, a, xp), xp.copysign(1 - _erfc_tail(a, xp), x))
+    return out[()] if out.ndim == 0 and xp is np else out
+
+
+def _erfc(x, xp):
+    """1 - erf(x), keeping its relative accuracy for large positive x (gelu's left tail)."""
+    a = xp.abs(x)
+    tail = _erfc_tail(a, xp)
+    return xp.where(a < 1, 1 - _erf_near0(x, a, xp), xp.where(x < 0, 2 - tail, tail))
+
+
+def gelu(x, approximate="none"):
+    """The Gaussian error linear unit (Hendrycks and Gimpel 2016), elementwise.
+
+    ``approximate="none"`` (the default) is the exact ``x * Phi(x)``, Phi the standard normal
+    CDF, computed as ``x/2 * erfc(-x/sqrt(2))`` so that the left tail keeps its relative accuracy;
+    ``approximate="tanh"`` is ``x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3)))`` (BERT, GPT-2).
+    The names follow PyTorch's ``gelu(x, approximate=...)``. No SciPy needed.
+    """
+    xp = array_module(x)
+    x = _float_array(x, xp)
+    if approximate == "tanh":
+        out = 0.5 * x * (1 + xp.tanh(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * (x * x * x))))
+    elif approximate == "none":
+        out = 0.5 * x * _erfc(-_SQRT_HALF * x, xp)
+    else:
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+    return out[()] if out.ndim == 0 and xp is np else out

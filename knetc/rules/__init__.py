@@ -10,5 +10,5 @@ from . import registry
 def load_all():
     """Register the built-in rules, then mark them as knetc's own (see registry.mark_builtin)."""
     from . import (arith, contract, conv, elementwise, joining, knet, layers,  # noqa: F401
-                   nondiff, reduce, rnn, shape, stats)
+                   linalg, nondiff, reduce, rnn, shape, special, stats)
     registry.mark_builtin()
