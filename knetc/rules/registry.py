@@ -116,6 +116,11 @@ def mark_builtin() -> None:
         rule.builtin = True
 
 
+def registered() -> list[Rule]:
+    """Every registered rule (the supported-function catalog is generated from it)."""
+    return list(_rules.values())
+
+
 def lookup(fn) -> Rule | None:
     """The rule registered for ``fn`` (a function, ufunc or builtin), or None."""
     try:
