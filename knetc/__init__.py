@@ -5,16 +5,16 @@
 reads ``loss``'s source, specializes it to the arguments, generates a straight-line adjoint
 function from per-primitive rules, compiles and caches it, and runs it.
 """
-from . import settings
+from . import schedules, settings
 from .rules import load_all as _load_rules
 from .rules.registry import adjoint, adjoint_emitter, nondifferentiable
 from .errors import KnetcError, LossError, MutationError, NoRuleError, UnsupportedSyntax
 from .api import Differentiable, Grad, cache_info, differentiable, grad, gradloss, show
-from .runtime.prims import (elu, getval, logp, logsumexp, mat, relu, selu, sigm, softmax,
-                            training, training_mode)
+from .runtime.prims import (elu, erf, gelu, getval, logp, logsumexp, mat, relu, selu, sigm,
+                            softmax, training, training_mode)
 
-from .optim import (SGD, Adadelta, Adagrad, Adam, Momentum, Nesterov, Rmsprop, optimizers,
-                    update)
+from .optim import (SGD, Adadelta, Adagrad, Adam, AdamW, Momentum, Nesterov, Rmsprop,
+                    clip_grad_norm, optimizers, update)
 from .init import bilinear, gaussian, param, param0, xavier
 from .data import minibatch
 from .serialize import load, save
@@ -33,9 +33,10 @@ __all__ = [
     "adjoint", "adjoint_emitter", "nondifferentiable",
     "KnetcError", "LossError", "MutationError", "NoRuleError", "UnsupportedSyntax",
     "Differentiable", "Grad", "cache_info", "differentiable", "grad", "gradloss", "show",
-    "elu", "getval", "logp", "logsumexp", "mat", "relu", "selu", "sigm", "softmax", "training",
-    "training_mode",
+    "elu", "erf", "gelu", "getval", "logp", "logsumexp", "mat", "relu", "selu", "sigm", "softmax",
+    "training", "training_mode",
     "SGD", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Rmsprop", "optimizers", "update",
+    "AdamW", "clip_grad_norm", "schedules",
     "bilinear", "gaussian", "param", "param0", "xavier",
     "minibatch",
     "load", "save",

@@ -175,7 +175,7 @@ def test_knet_defaults():
     assert Adadelta().hyperparams() == dict(lr=1.0, rho=0.9, eps=1e-6, gclip=0)
     assert Adam().hyperparams() == dict(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, gclip=0)
     assert set(optim.OPTIMIZERS) == {"SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta",
-                                     "Rmsprop", "Adam"}
+                                     "Rmsprop", "Adam", "AdamW"}
 
 
 def test_gclip():

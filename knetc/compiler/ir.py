@@ -296,6 +296,8 @@ def render_index(idx: Expr) -> str:
     if type(idx) is Slice:
         return idx.render_index()
     if type(idx) is Tuple:
+        if not idx.elts:
+            return "()"
         parts = [p.render_index() if type(p) is Slice else p.render() for p in idx.elts]
         return ", ".join(parts) + ("," if len(parts) == 1 else "")
     return idx.render()
