@@ -8,11 +8,14 @@ import threading
 import weakref
 from typing import Callable, Iterator
 
+import numpy as np
+
 from . import errors, settings
 from .compiler.cache import CacheInfo, SpecCache
 from .compiler.codegen import compile_function
-from .compiler.pipeline import Entry, can_run_traced, compile_trace, run_traced, trace
-from .compiler.specialize import Inlinable
+from .compiler.parse import watched, watching
+from .compiler.pipeline import Entry, can_run_traced, compile_trace, describe, run_traced, trace
+from .compiler.specialize import Closure, Inlinable
 from .runtime import prims
 
 _CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -75,48 +78,82 @@ class Grad(Inlinable):
     """
 
     def __init__(self, fun: Callable, argnum: int = 0, with_loss: bool = False):
+        if isinstance(fun, Closure):   # a def or lambda made inside a differentiated function
+            fun = fun.as_function()
         if not callable(fun):
             raise TypeError(f"knetc.grad expects a function, got {type(fun).__name__}")
-        self.fun, self.argnum, self.with_loss = fun, argnum, with_loss
+        self.fun, self.with_loss = fun, with_loss
         functools.update_wrapper(self, fun, updated=())  # keep our own __dict__
         if isinstance(fun, Grad):
-            self._sig = fun._sig
+            self._sig, self._target, self.prefix = fun._sig, fun, fun.prefix
+            names = fun._params[:len(fun.prefix)]
         else:
-            self._sig = inspect.signature(fun)
-        params = self._sig.parameters
-        self._params = list(params)
-        self._kinds = [p.kind for p in params.values()]
+            # A bound method, functools.partial or callable object is specialized as the Python
+            # function under it; what it binds itself (self, a partial's positional arguments)
+            # comes first, as parameters of their own (its keywords are defaults of its own).
+            self._target, self.prefix = _specializable(fun)
+            self._sig = _signature(fun)
+            names = _prefix_names(self._target, len(self.prefix), self._sig)
+        own = self._sig.parameters
+        self._params = names + list(own)
+        self._kinds = [inspect.Parameter.POSITIONAL_ONLY] * len(names) + [p.kind for p in own.values()]
         self._npos = sum(1 for k in self._kinds if k in (inspect.Parameter.POSITIONAL_ONLY,
                                                          inspect.Parameter.POSITIONAL_OR_KEYWORD))
-        self._simple = self._npos == len(self._kinds)
-        if argnum >= len(self._params):
-            raise TypeError(f"knetc.grad: argnum={argnum} but {fun.__name__} takes "
-                            f"{len(self._params)} arguments")
-        self._cache = _shared_cache(fun, argnum, with_loss)
+        self._simple = self._npos == len(self._kinds) and not self.prefix
+        if not 0 <= argnum < len(own):    # argnum counts the callable's own parameters
+            raise TypeError(f"knetc.grad: argnum={argnum} but {getattr(fun, '__name__', fun)} takes "
+                            f"{len(own)} arguments")
+        self.argnum = len(names) + argnum
+        self._cache = _shared_cache(fun if self._target is fun else self._target, self.argnum,
+                                    with_loss)
         self._lock = _LOCK
 
     def _bind(self, args, kwargs) -> tuple:
-        if not kwargs and self._simple and len(args) == self._npos:
-            return args
+        """One value per parameter of the function specialized: what the callable binds itself
+        (``prefix``), then the call's arguments bound to its own parameters (defaults filled in)."""
+        prefix = self.prefix
+        if not kwargs and len(args) + len(prefix) == self._npos == len(self._kinds):
+            return prefix + tuple(args) if prefix else args
         b = self._sig.bind(*args, **kwargs)
         b.apply_defaults()
-        return tuple(b.arguments[p] for p in self._params)
+        return prefix + tuple(b.arguments[p] for p in self._params[len(prefix):])
 
     def __call__(self, *args, **kwargs):
         if kwargs or not self._simple or len(args) != self._npos:
             args = self._bind(args, kwargs)
-        key = self._cache.key(args)
-        entries = self._cache.get(key)
+        cache = self._cache
+        try:
+            for fn, code in cache.watch:    # a __code__ replaced in place (IPython's autoreload)
+                if fn.__code__ is not code:
+                    raise ReferenceError
+        except ReferenceError:
+            self._revalidate()
+        key = cache.key(args)
+        entries = cache.get(key)
         if entries is not None:
             for entry in entries:
                 try:
                     result = entry.run(*args)
                 except errors.GuardFailed:
                     continue
-                self._cache.hits += 1
+                cache.hits += 1
                 return result if self.with_loss else result[0]
-        result = self._miss(args, key, new_key=entries is None)
+        result = self._specialize_call(args, key, new_key=entries is None)
         return result if self.with_loss else result[0]
+
+    def _revalidate(self) -> None:
+        """Drop every cached entry if a function they were made from now runs other code."""
+        with self._lock:
+            self._cache.revalidate()
+
+    def _specialize_call(self, bound: tuple, key, new_key: bool) -> tuple:
+        """``_miss``, recording the code objects the new entry depends on (``_store``); a guard
+        that fails on the very call it was made for becomes a KnetcError naming the user's code."""
+        with watching():
+            try:
+                return self._miss(bound, key, new_key)
+            except errors.GuardFailed as e:
+                raise _guard_error(self.fun, e) from None
 
     def _miss(self, bound: tuple, key, new_key: bool) -> tuple:
         """Specialize for a call no cached entry fits, and run it: ``(gradient, loss)``.
@@ -132,7 +169,7 @@ class Grad(Inlinable):
                 tier0 = not cache.seen_once(key)
         if tier0 and not isinstance(self.fun, Grad):
             with prims.training_mode(True):
-                tr = trace(self.fun, self._params, self._kinds, bound, self.argnum)
+                tr = trace(self._target, self._params, self._kinds, bound, self.argnum)
                 if can_run_traced(tr):
                     cache.tier0 += 1
                     return run_traced(tr)
@@ -142,18 +179,25 @@ class Grad(Inlinable):
     def specialize(self, args, kwargs=None, *, pure: bool = False) -> Entry:
         """Compile the adjoint for these arguments (as a call would pass them). ``pure`` avoids
         in-place updates so the generated code can itself be differentiated (grad of grad)."""
-        return self._specialize_bound(self._bind(tuple(args), kwargs or {}), pure=pure)
+        bound = self._bind(tuple(args), kwargs or {})
+        with watching():
+            try:
+                return self._specialize_bound(bound, pure=pure)
+            except errors.GuardFailed as e:
+                raise _guard_error(self.fun, e) from None
 
     def _specialize_bound(self, bound: tuple, *, pure: bool = False, key=None, traced=None) -> Entry:
         """Compile for arguments already bound to the parameters (one value per parameter);
         ``traced``: their trace, when it was already made."""
         if traced is None:
-            fun = self.fun
+            fun = self._target
             if isinstance(fun, Grad):
                 fun = _grad_as_function(fun, bound)
             with prims.training_mode(True):
                 traced = trace(fun, self._params, self._kinds, bound, self.argnum, pure=pure)
         entry = compile_trace(traced)
+        if isinstance(self.fun, Grad):   # grad(grad(f)): zero, not None, where nothing depends
+            entry.run = _zeros_for_none(entry.run, self.argnum)
         if pure:
             _log(entry)
         else:
@@ -162,7 +206,11 @@ class Grad(Inlinable):
 
     def _store(self, key, entry: Entry) -> None:
         with self._lock:
+            self._cache.depend(watched() or ())
             entries = self._cache.setdefault(key, [])
+            # The same code again (``source`` re-specializes to find the branch these arguments
+            # take): keep one copy, first.
+            entries[:] = [e for e in entries if e.source != entry.source]
             entries.insert(0, entry)
             del entries[MAX_BRANCHES:]   # guarded variants of one key: keep the recent ones
             while len(self._cache) > MAX_ENTRIES:   # drop the oldest specialization
@@ -170,14 +218,82 @@ class Grad(Inlinable):
         _log(entry)
 
     def source(self, *args, **kwargs) -> str:
-        """The generated adjoint source for these arguments (compiling it if not cached yet;
-        of several cached branches, the most recent)."""
+        """The generated adjoint source for these arguments: the code a call with them runs.
+
+        A cached entry without guards is the only code for its key; when the key holds guarded
+        variants (branches on values, value-dependent shapes), these arguments are specialized
+        again to find theirs (as a miss would; the generated code is not run, so nothing is
+        stored into the arguments)."""
         bound = self._bind(args, kwargs)
-        entries = self._cache.get(self._cache.key(bound))
-        return entries[0].source if entries else self._specialize_bound(bound).source
+        cache = self._cache
+        if not cache.fresh():
+            self._revalidate()
+        entries = cache.get(cache.key(bound))
+        if entries and len(entries) == 1 and "_GuardFailed(" not in entries[0].source:
+            return entries[0].source
+        with watching():
+            try:
+                return self._specialize_bound(bound).source
+            except errors.GuardFailed as e:
+                raise _guard_error(self.fun, e) from None
 
     def __repr__(self):
         return f"<knetc.grad of {getattr(self.fun, '__qualname__', self.fun)} wrt argument {self.argnum}>"
+
+
+def _specializable(fun) -> tuple:
+    """``(function, prefix)``: the Python function with source under a callable, and what the
+    callable binds before its own parameters: ``fun(*a, **k) == function(*prefix, *a, **k)``
+    once ``a`` and ``k`` are bound to ``fun``'s signature (a partial's keywords are defaults
+    there). Bound methods bind their ``self`` (its attributes are then read like globals: arrays
+    when the code runs, other values guarded), a partial its positional arguments, a callable
+    object itself, for its ``__call__``."""
+    import types
+    if isinstance(fun, types.FunctionType):
+        return fun, ()
+    if isinstance(fun, types.MethodType):
+        f, prefix = _specializable(fun.__func__)
+        return f, prefix + (fun.__self__,)
+    if isinstance(fun, functools.partial):
+        f, prefix = _specializable(fun.func)
+        return f, prefix + tuple(fun.args)
+    call = getattr(type(fun), "__call__", None)
+    if not isinstance(fun, type) and isinstance(call, types.FunctionType):
+        f, prefix = _specializable(call)
+        return f, prefix + (fun,)
+    raise errors.NoRuleError(
+        f"knetc.grad: {getattr(fun, '__qualname__', None) or type(fun).__name__} is not a Python "
+        "function with source (a function, lambda, bound method, functools.partial of one, or "
+        "an object with a __call__ method)",
+        hint="Wrap it in a function: knetc.grad(lambda w, *rest: f(w, *rest)), where f has a "
+             "derivative rule (knetc.adjoint) or Python source.")
+
+
+def _prefix_names(target, n: int, own: inspect.Signature) -> list:
+    """Parameter names for the ``n`` values a callable binds itself: the target's own names for
+    them (``self``) where they do not clash with the callable's parameters."""
+    taken = set(own.parameters)
+    try:
+        names = [p.name for p in inspect.signature(target).parameters.values()
+                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)][:n]
+    except (TypeError, ValueError):
+        names = []
+    names += [f"bound_{i}" for i in range(len(names), n)]
+    out = []
+    for name in names:
+        while name in taken:
+            name += "_"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _signature(fun) -> inspect.Signature:
+    try:
+        return inspect.signature(fun)
+    except (TypeError, ValueError) as e:
+        raise errors.NoRuleError(f"knetc.grad: cannot read the parameters of {fun!r} ({e})",
+                                 hint="Differentiate a Python function with source.") from None
 
 
 def _log(entry: Entry) -> None:
@@ -189,16 +305,110 @@ def _grad_as_function(g: Grad, bound):
     """grad(grad(f)): the inner gradient's generated code, pure, as the function to differentiate."""
     if g.with_loss:
         raise errors.KnetcError("knetc: grad(gradloss(f)) is not supported; use grad(grad(f))")
+    x = bound[g.argnum]
+    if not _is_scalar(x):
+        name = getattr(_innermost(g), "__qualname__", "f")
+        filename, lineno = _user_code(g)
+        raise errors.LossError(
+            f"knetc: grad(grad({name})) needs the gradient of {name} to be a scalar, but it has the "
+            f"shape of the argument {g._params[g.argnum]!r} it is taken with respect to: "
+            f"{describe(x)}", filename=filename, lineno=lineno,
+            hint="Differentiate a scalar function of the gradient, e.g. "
+                 f"knetc.grad(lambda x: np.sum(knetc.grad({name})(x))), or differentiate with "
+                 "respect to a scalar argument (argnum=).")
     # The inner code returns (gradient, loss); the outer function is the gradient alone.
-    return _first(g._specialize_bound(bound, pure=True).fn)
+    return _first(g._specialize_bound(bound, pure=True).fn, type(x) is float, g._params[g.argnum])
 
 
-def _first(inner):
-    """A function with source that returns inner(...)[0] (specialized like any user function)."""
-    ns = {"_inner": inner}
+def _is_scalar(x) -> bool:
+    if type(x) is float:
+        return True
+    shape = getattr(x, "shape", None)
+    return shape is not None and hasattr(x, "dtype") and int(np.prod(shape)) == 1
+
+
+def _first(inner, float_param: bool, param: str):
+    """A function with source that returns inner(...)[0] (specialized like any user function).
+    A gradient of None (the function does not depend on the argument) is zero: 0.0 for a float,
+    zeros shaped like the argument for an array."""
+    ns = {"_inner": inner, "np": np}
     params = list(inspect.signature(inner).parameters)
-    src = f"def gradient({', '.join(params)}):\n    return _inner({', '.join(params)})[0]\n"
+    zero = "0.0" if float_param else f"np.zeros_like({param})"
+    src = (f"def gradient({', '.join(params)}):\n"
+           f"    g = _inner({', '.join(params)})[0]\n"
+           f"    if g is None:\n"
+           f"        return {zero}\n"
+           f"    return g\n")
     return compile_function(src, "gradient", ns)
+
+
+def _zeros_for_none(run, argnum: int):
+    """The entry of grad(grad(f)) returning zeros where the gradient is None: the derivative of
+    a gradient that does not depend on the argument is zero (as in JAX)."""
+    def zeros_run(*args):
+        grads, loss = run(*args)
+        return _zeros_where_none(grads, args[argnum]), loss
+    return zeros_run
+
+
+def _zeros_where_none(g, x):
+    t = type(x)
+    if g is None:
+        if t is float:
+            return 0.0
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None and getattr(dtype, "kind", None) == "f" and hasattr(x, "shape"):
+            if isinstance(x, np.generic):
+                return dtype.type(0)
+            return np.zeros(x.shape, dtype) if type(x) is np.ndarray else np.zeros_like(x)
+        if t is list or t is tuple:
+            g = t(None for _ in x)
+        elif t is dict:
+            g = dict.fromkeys(x)
+        else:
+            return None
+    if t is list or t is tuple:
+        return t(_zeros_where_none(gi, xi) for gi, xi in zip(g, x))
+    if t is dict:
+        return {k: _zeros_where_none(g[k], v) for k, v in x.items()}
+    return g
+
+
+def _innermost(fun):
+    """The user's function under grad(grad(...)) wrappers."""
+    while isinstance(fun, Grad):
+        fun = fun.fun
+    return fun
+
+
+def _user_code(fun) -> tuple:
+    """``(filename, first line)`` of the user's function under grad wrappers (None, None)."""
+    f = _innermost(fun)
+    f = getattr(f, "__func__", f)
+    f = getattr(f, "func", f)          # functools.partial
+    code = getattr(f, "__code__", None) or getattr(getattr(type(f), "__call__", None), "__code__", None)
+    return (code.co_filename, code.co_firstlineno) if code is not None else (None, None)
+
+
+def _guard_error(fun, e: errors.GuardFailed) -> errors.KnetcError:
+    """A guard that failed while specializing, or on the very call its code was made for: the
+    code knetc generated contradicts itself. Say where in the user's code it was made."""
+    filename, lineno = _user_code(fun)
+    for note in getattr(e, "__notes__", ()):
+        # 'knetc: while specializing "FILE", line N': the innermost user statement, if not knetc's
+        if note.startswith("knetc: while specializing") and '"<knetc-' not in note:
+            try:
+                filename = note.split('"')[1]
+                lineno = int(note.rsplit("line", 1)[1])
+            except (IndexError, ValueError):
+                pass
+            break
+    name = getattr(_innermost(fun), "__qualname__", repr(fun))
+    return errors.KnetcError(
+        f"knetc: the gradient code generated for {name} does not fit the call it was generated for "
+        "(one of its guards failed at once)", filename=filename, lineno=lineno,
+        hint="This is a knetc bug; please report it. Meanwhile, compute the inner gradient outside "
+             "the differentiated function, or pass the values it reads as arguments.")
 
 
 def grad(fun: Callable | None = None, argnum: int = 0) -> Grad:

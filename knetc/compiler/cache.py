@@ -1,9 +1,13 @@
-"""Cache keys: the structure, shapes, dtypes and steering Python values of a call's arguments."""
+"""Cache keys: the structure, shapes, dtypes and steering Python values of a call's arguments;
+the code objects compiled entries were specialized from."""
 from __future__ import annotations
 
+import weakref
 from typing import NamedTuple
 
 import numpy as np
+
+from ..rules import registry
 
 _ndarray = np.ndarray
 
@@ -37,6 +41,11 @@ def spec_of(v):
         return (t, id(v))
 
 
+# Guards in generated code call spec_of; when that code is itself specialized (grad of grad, a
+# grad called inside a differentiated function), spec_of is called, never inlined.
+registry.nondifferentiable(spec_of)
+
+
 class CacheInfo(NamedTuple):
     """``knetc.cache_info(f)``: calls that reused compiled code (hits), calls that specialized
     anew (misses), compiled specializations held (entries), and misses run uncompiled (tier0)."""
@@ -50,7 +59,14 @@ class SpecCache(dict):
     """The compiled specializations of one function: key (``spec_of`` the arguments) -> entries.
 
     It also counts hits and misses, and remembers keys that ran once uncompiled (tier 0), so
-    that a key coming back is compiled."""
+    that a key coming back is compiled.
+
+    ``watch``: ``(function, code object)`` for every function the entries were specialized from
+    (the differentiated function, the helpers it inlined), the function held weakly. A call
+    first checks that each function still runs that code (``f.__code__`` replaced in place, as
+    IPython's autoreload does, leaves the function object and every guard on it unchanged); when
+    one does not, ``revalidate`` drops every entry, and the call specializes anew.
+    """
 
     def __init__(self):
         super().__init__()
@@ -59,6 +75,8 @@ class SpecCache(dict):
         self.tier0 = 0
         self._once: dict = {}
         self._fast = None      # the generated key function for the first call's structure
+        self.watch: tuple = ()  # (weakref.proxy(function), code object), read on every call
+        self._watched: dict = {}  # id(proxy) -> (id(function), id(code)): what is watched
 
     def key(self, args: tuple):
         """The cache key of a call's arguments (bound to the parameters, one per parameter)."""
@@ -80,6 +98,63 @@ class SpecCache(dict):
         if len(self._once) > 4096:
             del self._once[next(iter(self._once))]
         return False
+
+    def fresh(self) -> bool:
+        """Does every watched function still run the code its entries were made from?"""
+        try:
+            for fn, code in self.watch:
+                if fn.__code__ is not code:
+                    return False
+        except ReferenceError:     # a function gone: nothing can call it any more
+            pass
+        return True
+
+    def revalidate(self) -> bool:
+        """Drop every entry if a watched function's code was replaced (True then); forget the
+        functions that are gone. Call under the owner's lock."""
+        live, changed = [], False
+        for fn, code in self.watch:
+            try:
+                now = fn.__code__
+            except ReferenceError:
+                self._watched.pop(id(fn), None)
+                continue
+            changed = changed or now is not code
+            live.append((fn, code))
+        if changed:
+            self.clear()
+            self._once.clear()
+            self.watch = ()
+            self._watched.clear()
+        else:
+            self.watch = tuple(live)
+        return changed
+
+    def depend(self, pairs) -> None:
+        """Record the ``(function, code)`` pairs an entry about to be stored was specialized
+        from (call under the owner's lock). A function already watched with other code had its
+        code replaced meanwhile: the entries made from the old code are dropped first."""
+        self.revalidate()
+        have = set(self._watched.values())
+        add = []
+        for fn, code in pairs:
+            k = (id(fn), id(code))
+            if k in have:
+                continue
+            have.add(k)
+            try:
+                proxy = weakref.proxy(fn, self._gone)
+            except TypeError:      # not weakly referable: nothing to watch
+                continue
+            self._watched[id(proxy)] = k
+            add.append((proxy, code))
+        if add:
+            self.watch = self.watch + tuple(add)
+
+    def _gone(self, proxy) -> None:
+        """A watched function was collected: stop checking it (a new tuple, never mutated)."""
+        self.watch = tuple(p for p in self.watch if p[0] is not proxy)
+        self._watched.pop(id(proxy), None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -240,11 +240,19 @@ def _grad_structure(value, adj, widest: int, fresh: set, given: set) -> ir.Expr:
         g = adj.grad_of(value) if value.diff else None
         if g is None:
             return ir.NONE
-        if g is ir.ONE:      # the loss is the parameter itself
-            return ir.ONE if value.float_leaf else ir.call(ir.np_fn("ones_like"), ir.Var(value))
+        if g is ir.ONE and value.float_leaf:     # the loss is the parameter itself
+            return ir.ONE
         if value.float_leaf:
             return ir.call(ir.Name("float"), g)
         dtype = value.dtype
+        if value.ndim == 0:
+            # A 0-d array or NumPy scalar parameter: 0-d arithmetic gives NumPy or Python
+            # scalars, so the gradient is made anew with the parameter's type and dtype.
+            g = ir.Const(1.0) if g is ir.ONE else g
+            new = ir.call(ir.np_fn("array"), g, dtype_expr(dtype))
+            return ir.Subscript(new, ir.Const(())) if isinstance(value.val, np.generic) else new
+        if g is ir.ONE:      # the loss is the parameter itself
+            return ir.call(ir.np_fn("ones_like"), ir.Var(value))
         if dtype.kind == "f" and dtype.itemsize < widest:
             return ir.method(g, "astype", dtype_expr(dtype))    # a copy, in the right dtype
         own = type(g) is ir.Name and g.id in fresh and g.id not in given
@@ -291,31 +299,83 @@ def _array_module(fn, params, args):
 
 
 def _check_parameter(wrt, name, fn):
-    if not any(s.diff for s in syms_in(wrt)):
-        code = fn.__code__
+    code = getattr(fn, "__code__", None)
+    where = dict(filename=code.co_filename, lineno=code.co_firstlineno) if code is not None else {}
+    found = _complex_leaf(wrt)
+    if found is not None:
         raise errors.LossError(
-            f"knetc: the differentiated argument {name!r} holds no float array or Python float",
-            filename=code.co_filename, lineno=code.co_firstlineno,
+            f"knetc: the differentiated argument {name!r} holds complex values ({found}); knetc "
+            "differentiates real float parameters", **where,
+            hint="Pass the real and imaginary parts as separate float arrays (np.real(z), np.imag(z)) "
+                 "and build the complex value inside the function; differentiate with respect to them.")
+    if not any(s.diff for s in syms_in(wrt)):
+        raise errors.LossError(
+            f"knetc: the differentiated argument {name!r} holds no float array or Python float", **where,
             hint="Differentiate with respect to float parameters (np.float32/np.float64 arrays, "
                  "Python floats, or lists/tuples/dicts of them); choose it with argnum=.")
 
 
-def _check_loss(result, fn, loc):
-    """The loss must be a scalar; the error points at the statement that returned it."""
-    filename, lineno = loc if loc[1] is not None else (fn.__code__.co_filename, fn.__code__.co_firstlineno)
+def _complex_leaf(value):
+    """A description of the first complex leaf of a (mirrored) argument, or None."""
+    t = type(value)
+    if t is Sym:
+        return f"{value.shape} {value.dtype}" if value.dtype.kind == "c" else None
+    if t is list or t is tuple or t is dict:
+        for v in (value.values() if t is dict else value):
+            found = _complex_leaf(v)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (complex, np.complexfloating)) or \
+            getattr(getattr(value, "dtype", None), "kind", None) == "c":
+        return f"a {type(value).__name__}"
+    return None
 
-    def fail(what, hint):
-        raise errors.LossError(f"knetc: {fn.__qualname__} returned {what}; grad needs a scalar loss",
+
+def _check_loss(result, fn, loc):
+    """The loss must be a real scalar; the error points at the statement that returned it."""
+    code = getattr(fn, "__code__", None)
+    if loc[1] is not None:
+        filename, lineno = loc
+    else:
+        filename, lineno = (code.co_filename, code.co_firstlineno) if code is not None else (None, None)
+    name = getattr(fn, "__qualname__", type(fn).__name__)
+
+    def fail(what, hint, need="a scalar loss"):
+        raise errors.LossError(f"knetc: {name} returned {what}; grad needs {need}",
                                filename=filename, lineno=lineno, hint=hint)
+    complex_hint = "Return a real scalar, e.g. np.abs(z) ** 2 or np.real(z) of the complex value."
+    bool_hint = ("A comparison has no gradient (it is a step): return a float loss, e.g. a smooth "
+                 "surrogate such as np.maximum(0, margin), or select with np.where.")
     if type(result) is Sym:
+        kind = result.dtype.kind
+        if kind == "c":
+            fail(f"a complex value ({result.shape} {result.dtype})", complex_hint, "a real scalar loss")
+        if kind == "b":
+            fail(f"a boolean ({result.shape} bool)", bool_hint, "a real scalar loss")
         if result.size != 1:
             fail(f"an array of shape {result.shape}",
                  "Reduce it to a scalar, e.g. return np.sum(...) or np.mean(...).")
         return result
     if result is None:
         fail("None", "Return the loss value.")
-    if isinstance(result, (int, float, np.generic)):
+    if isinstance(result, (bool, np.bool_)):
+        fail(f"a boolean ({result!r})", bool_hint, "a real scalar loss")
+    if isinstance(result, (complex, np.complexfloating)):
+        fail(f"a complex value ({result!r})", complex_hint, "a real scalar loss")
+    if isinstance(result, (int, float, np.integer, np.floating)):
         return result
+    if isinstance(result, np.ndarray):     # a constant: it does not depend on the parameter
+        kind = result.dtype.kind
+        if kind == "c":
+            fail(f"a complex value ({result.shape} {result.dtype})", complex_hint, "a real scalar loss")
+        if kind == "b":
+            fail(f"a boolean ({result.shape} bool)", bool_hint, "a real scalar loss")
+        if result.size != 1:
+            fail(f"an array of shape {result.shape}",
+                 "Reduce it to a scalar, e.g. return np.sum(...) or np.mean(...).")
+        if kind in "iuf":
+            return result
     fail(f"a {type(result).__name__}",
          "Return one scalar (for several values, return their sum or use separate functions).")
 

@@ -7,12 +7,15 @@ functions, closures and lambdas inlined (recursion included).
 """
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
+import copy
 import operator
 import sys
 import threading
 import types
+import weakref
 
 import gast
 import numpy as np
@@ -23,9 +26,9 @@ from ..runtime import prims
 from ..runtime.backend import is_array
 from . import ir
 from .cache import spec_of
-from .parse import parse_function
-from .tape import Sym, Tape, concrete, identifier, syms_in
-from .values import value_expr
+from .parse import Parsed, parse_function
+from .tape import RANDOM_MAKERS, Sym, Tape, concrete, identifier, is_random_source, new_generator, syms_in
+from .values import dtype_expr, value_expr
 
 _BINOPS = {gast.Add: operator.add, gast.Sub: operator.sub, gast.Mult: operator.mul,
            gast.Div: operator.truediv, gast.FloorDiv: operator.floordiv, gast.Mod: operator.mod,
@@ -36,6 +39,7 @@ _CMPOPS = {gast.Eq: operator.eq, gast.NotEq: operator.ne, gast.Lt: operator.lt, 
            gast.Gt: operator.gt, gast.GtE: operator.ge, gast.Is: operator.is_,
            gast.IsNot: operator.is_not, gast.In: lambda a, b: a in b,
            gast.NotIn: lambda a, b: a not in b}
+_IOPS = {gast.Add: operator.iadd, gast.Mult: operator.imul, gast.BitOr: operator.ior}
 _UNOPS = {gast.USub: operator.neg, gast.UAdd: operator.pos, gast.Not: operator.not_,
           gast.Invert: operator.invert}
 _NO_INLINE = ("numpy", "cupy", "scipy", "knetc.runtime", "builtins", "math", "operator")
@@ -50,15 +54,20 @@ _MUTATORS = {"append", "extend", "insert", "pop", "remove", "clear", "update", "
 
 _recursion = {"active": 0, "old": None}
 _recursion_lock = threading.Lock()
+# Specializing one level of the user's recursion takes several frames of this interpreter
+# (call, bind, body, statement, expression...): knetc's limit is the user's, scaled by this.
+FRAMES_PER_LEVEL = 8
+_MIN_LIMIT = 20000
 
 
 @contextlib.contextmanager
-def _deep_recursion(limit=20000):
-    """Raise the recursion limit while any thread specializes; restore it after the last one."""
+def _deep_recursion():
+    """Raise the recursion limit while any thread specializes (scaled from the user's own
+    limit); restore it after the last one."""
     with _recursion_lock:
         if _recursion["active"] == 0:
             _recursion["old"] = sys.getrecursionlimit()
-            sys.setrecursionlimit(max(_recursion["old"], limit))
+            sys.setrecursionlimit(max(_recursion["old"] * FRAMES_PER_LEVEL, _MIN_LIMIT))
         _recursion["active"] += 1
     try:
         yield
@@ -84,11 +93,22 @@ class _Continue(Exception):
 
 class Inlinable:
     """A gradient function (``knetc.grad(g)``) called inside a differentiated function: the
-    specializer inlines its generated code, ``specialize(args, kwargs, pure=True).fn``."""
+    specializer inlines its generated code, ``specialize(args, kwargs, pure=True).fn``, called
+    with ``bind(args, kwargs)``; ``prefix``: the first of those, bound by the callable itself
+    (a bound method's ``self``, a partial's positional arguments)."""
     fun: object
     with_loss: bool
+    prefix: tuple = ()
 
     def specialize(self, args, kwargs=None, *, pure: bool = False):
+        raise NotImplementedError
+
+    def bind(self, args, kwargs=None) -> tuple:
+        """One value per parameter of the generated code (what ``specialize``'s entry takes):
+        the call's arguments, after what a bound method or partial binds, defaults filled in."""
+        return self._bind(tuple(args), dict(kwargs or {}))
+
+    def _bind(self, args, kwargs) -> tuple:
         raise NotImplementedError
 
 
@@ -102,11 +122,98 @@ class Frame:
 
 
 class Closure:
-    """A def or lambda evaluated during specialization: its tree and its defining frame."""
+    """A def or lambda evaluated during specialization: its tree and its defining frame.
 
-    def __init__(self, node, frame, defaults, kwdefaults):
+    Called by Python code (``functools.reduce``, ``sorted(key=...)``), it runs in the
+    specializer that made it; ``as_function`` makes a real function of it (``knetc.grad`` of a
+    function defined inside the differentiated function)."""
+
+    def __init__(self, node, frame, defaults, kwdefaults, spec=None):
         self.node, self.frame, self.defaults, self.kwdefaults = node, frame, defaults, kwdefaults
         self.__name__ = getattr(node, "name", "<lambda>")
+        self.spec = spec
+
+    def __call__(self, *args, **kwargs):
+        if self.spec is None:
+            raise TypeError(f"{self.__name__} can only be called while it is specialized")
+        return self.spec.call_closure(self, list(args), kwargs)
+
+    def as_function(self, _made=None):
+        """A Python function compiled from this def's tree, in the user's file and lines, whose
+        closure holds the values it reads from the enclosing functions. These must not be
+        traced values (they would be this trace's values, frozen): pass those as arguments."""
+        made = {} if _made is None else _made
+        if id(self) in made:
+            return made[id(self)]
+        made[id(self)] = None          # in progress (a cycle of closures is refused)
+        frame, node = self.frame, copy.deepcopy(self.node)
+        name = getattr(node, "name", None)
+        # Defaults are this object's (evaluated already), annotations and decorators not needed.
+        a = node.args
+        a.defaults, a.kw_defaults = [], [None] * len(a.kwonlyargs)
+        for arg in a.posonlyargs + a.args + a.kwonlyargs + [a.vararg, a.kwarg]:
+            if arg is not None:
+                arg.annotation = None
+        if name is not None:
+            node.decorator_list, node.returns = [], None
+        visible: dict = {}
+        f = frame
+        while f is not None:
+            for k, v in f.vars.items():
+                visible.setdefault(k, v)
+            for k, cell in (f.cells or {}).items():
+                try:
+                    visible.setdefault(k, cell.cell_contents)
+                except ValueError:   # an empty cell
+                    pass
+            f = f.parent
+        visible.pop(name, None)
+        params = sorted(k for k in visible if k.isidentifier() and not k.startswith("__knetc"))
+        if name is not None:
+            body = [gast.gast_to_ast(node), ast.Return(ast.Name(name, ast.Load()))]
+        else:
+            body = [ast.Return(gast.gast_to_ast(node))]
+        factory = ast.FunctionDef(name="__knetc_factory__", args=ast.arguments(
+            posonlyargs=[], args=[ast.arg(p) for p in params], vararg=None, kwonlyargs=[],
+            kw_defaults=[], kwarg=None, defaults=[]), body=body, decorator_list=[], returns=None,
+            type_comment=None)
+        module = ast.Module([factory], [])
+        _locate(factory, self.node.lineno)
+        ast.fix_missing_locations(module)
+        ns: dict = {}
+        exec(compile(module, frame.filename, "exec"), ns)
+        free = set(ns["__knetc_factory__"](*[None] * len(params)).__code__.co_freevars)
+        values = []
+        for p in params:
+            v = visible[p] if p in free else None
+            if p in free and isinstance(v, Closure):
+                v = v.as_function(made)
+                if v is None:
+                    self._refuse(f"{p} (a function that refers back to it)")
+            if p in free and (syms_in(v) or _holds_closure(v)):
+                self._refuse(p)
+            values.append(v)
+        for d in list(self.defaults) + list(self.kwdefaults.values()):
+            if syms_in(d) or _holds_closure(d):
+                self._refuse("a default argument")
+        made_fn = ns["__knetc_factory__"](*values)
+        fn = types.FunctionType(made_fn.__code__, frame.globals, made_fn.__name__,
+                                tuple(self.defaults) or None, made_fn.__closure__)
+        fn.__kwdefaults__ = dict(self.kwdefaults) or None
+        fn.__qualname__ = made_fn.__qualname__.replace("__knetc_factory__.<locals>.", "")
+        fn.__module__ = frame.globals.get("__name__")
+        made[id(self)] = fn
+        _MADE[fn.__code__] = Parsed(self.node, frame.filename, fn.__qualname__)
+        return fn
+
+    def _refuse(self, what):
+        raise errors.UnsupportedSyntax(
+            f"knetc: {self.__name__}, defined inside the differentiated function, reads {what}, "
+            "a value computed from the differentiated function's arguments; knetc.grad of it "
+            "would freeze this call's value",
+            filename=self.frame.filename, lineno=self.node.lineno,
+            hint="Instead: pass that value as an argument (knetc.grad(lambda v, c: ...)(x, c)), "
+                 "or define the function at module level.")
 
 
 class Mirror:
@@ -142,19 +249,28 @@ class Specializer:
       the generated code finds them; containers are remembered in ``self.mirror`` so that a store
       into them (``h[0] = v``) is replayed by the code (``emit_stores``).
     - *Globals and closure cells* (``outside``) are values the key does not see: ``reachable``
-      reads arrays and floats at run time (``_g['W']``, ``cell.cell_contents``), and guards
-      everything else: ints, strings and None by value, containers by their ``spec_of``, other
-      objects (functions, modules' objects, layer specs) by identity.
-    - *Objects from outside* (an argument that is a layer object, a global's attribute) are
-      tracked with their path (``_track``); reading an attribute (``attribute``) goes through
-      ``reachable`` like a global, at ``path.attr``.
+      reads arrays and floats at run time (``_g['W']``, ``cell.cell_contents``) and guards their
+      type, shape and dtype (``_guard_kind``: the code after the read was written for them), and
+      guards everything else: ints, strings and None by value, containers by their ``spec_of``,
+      other objects (functions, modules' objects, layer specs) by identity.
+    - *Objects from outside* (an argument that is a layer object, a global's attribute, a user's
+      module, the ``self`` of a differentiated bound method) are tracked with their path
+      (``_track``); reading an attribute (``attribute``) goes through ``reachable`` like a
+      global, at ``path.attr``.
     - *Array values that steer Python* (``if np.sum(x) > 0``, ``int(n)``, ``x[x > 0]``'s shape):
       ``Tape.concretize`` takes this call's value and records a guard on it; ``Tape.apply`` guards
-      result shapes that depend on values (boolean masks, nonzero).
+      every result shape that may depend on values (``tape._shape_from_data``: masks, traced
+      slice bounds, np.nonzero/np.unique/np.bincount..., any call taking a traced count).
+    - *Random draws* (np.random, a Generator, RandomState or random.Random, made here or from
+      outside) are impure operations (``Tape.draw``): the code draws anew on every call.
+    - *Traced values never leak*: NumPy converting a Sym itself (an object array, a container it
+      does not understand) is refused (``Sym.__array__``); nested lists become arrays first
+      (``Tape.as_array``).
     A cached entry whose guard fails raises ``GuardFailed``, and the call specializes anew.
 
     **In-place updates** are refused (``MutationError``) unless Python cannot tell them from a
-    new value: ``s += v`` on an array computed here that nothing else refers to (``_owned``).
+    new value: ``s += v`` (or ``lst[i] += v``) on an array computed here that nothing else refers
+    to (``_owned``, ``_owned_slot``).
     """
 
     def __init__(self, tape: Tape):
@@ -168,13 +284,32 @@ class Specializer:
         self._stores: list = []    # (loc, container path, key, value) stored into the caller's data
         self._objects: dict = {}   # id(outside object) -> (its path in the code, the object)
         self.result_loc = (None, None)   # the statement that returned the result
+        self._depth = 0                  # the deepest nesting of user functions seen
+        self._deepest = None             # where Python's recursion limit was hit
 
     # -- entry --------------------------------------------------------------------------
     def run(self, fn, args, kwargs):
-        with _deep_recursion():
-            result = self.call_function(fn, list(args), kwargs)
+        try:
+            with _deep_recursion():
+                result = self.call_function(fn, list(args), kwargs)
+        except RecursionError:
+            self._too_deep()
         self.emit_stores()
         return result
+
+    def _too_deep(self):
+        """Python's recursion limit was hit while specializing: say how deep, and what to do."""
+        filename, line = self._deepest or self.tape.loc
+        user = _recursion["old"] if _recursion["active"] else sys.getrecursionlimit()
+        raise errors.UnsupportedSyntax(
+            f"knetc: specializing ran out of Python's recursion limit at {self._depth} nested "
+            f"calls of the differentiated code's functions (knetc takes several interpreter "
+            f"frames per call: it raised the limit to {max(user * FRAMES_PER_LEVEL, _MIN_LIMIT)} "
+            f"from your sys.getrecursionlimit() = {user})",
+            filename=filename, lineno=line,
+            hint="Instead: raise the limit with sys.setrecursionlimit(n) before calling grad "
+                 "(knetc then specializes about as deep as Python runs with that limit), or "
+                 "write the recursion as a loop.") from None
 
     def emit_stores(self):
         """The stores into the caller's containers, after every guard of the forward code (a call
@@ -194,6 +329,11 @@ class Specializer:
         rule = registry.lookup(f)
         if rule is not None:
             return self.tape.apply(f, tuple(args), kwargs)
+        if getattr(type(f), "__hash__", None) is not None and f in RANDOM_MAKERS:
+            return self.tape.apply(new_generator, (f,) + tuple(args), kwargs)
+        owner = getattr(f, "__self__", None)
+        if owner is not None and is_random_source(owner) and not isinstance(owner, type):
+            return self.tape.draw(owner, f.__name__, args, kwargs)   # rng.normal(...), random.random()
         special = _BUILTINS.get(f) if getattr(type(f), "__hash__", None) is not None else None
         if special is not None:
             return special(self, args, kwargs)
@@ -220,11 +360,11 @@ class Specializer:
                 return f(*args, **kwargs)
             if not isinstance(f, (types.BuiltinMethodType, types.MethodWrapperType, type)) or \
                     getattr(f, "__module__", None) in ("numpy", "cupy", "math", "cmath"):
-                self.tape.apply(f, tuple(args), kwargs)  # raises the no-rule error
+                return self.tape.apply(f, tuple(args), kwargs)  # a no-rule error, unless translated
         return f(*args, **kwargs)
 
     def call_function(self, fn, args, kwargs):
-        parsed = parse_function(fn, SYNTAX)
+        parsed = _MADE.get(fn.__code__) or parse_function(fn, SYNTAX)
         node = parsed.node
         cells = None
         if fn.__closure__:
@@ -246,12 +386,24 @@ class Specializer:
                            "knetc: calling grad(grad(f)) inside a differentiated function is not supported",
                            "Differentiate the outer function with grad(grad(f)) directly.")
         entry = g.specialize(tuple(concrete(list(args))), concrete(kwargs), pure=True)
-        result = self.call_function(entry.fn, args, kwargs)
+        bound = list(g.bind(args, kwargs))
+        hit = self._objects.get(id(g))
+        if hit is not None:
+            # What a bound method or partial under g binds (self, fixed arguments) is reached
+            # through g, like an outside object's attributes: arrays read when the code runs,
+            # objects tracked (their attributes read there too), the rest guarded.
+            for i, v in enumerate(g.prefix):
+                if bound[i] is v:
+                    bound[i] = self.reachable((id(g), "prefix", i), ir.Subscript(
+                        ir.Attr(hit[0], "prefix"), ir.Const(i)), f"bound_{i}", v)
+        result = self.call_function(entry.fn, bound, {})
         return result if g.with_loss else result[0]
 
     def run_body(self, node, frame):
         saved = self.tape.loc
         self.frames.append(frame)
+        if len(self.frames) > self._depth:
+            self._depth = len(self.frames)
         try:
             if isinstance(node, gast.Lambda):
                 return self.ev(node.body, frame)
@@ -318,6 +470,10 @@ class Specializer:
                 _STMTS[type(s)](self, s, frame)
             except (errors.KnetcError, _Return, _Break, _Continue):
                 raise
+            except RecursionError:
+                if self._deepest is None:
+                    self._deepest = (frame.filename, s.lineno)
+                raise
             except Exception as e:   # the user's own error: say where (once, innermost)
                 if not any(str(n).startswith(_NOTE) for n in getattr(e, "__notes__", ())):
                     e.add_note(f'{_NOTE} "{frame.filename}", line {s.lineno}')
@@ -337,27 +493,61 @@ class Specializer:
 
     def s_augassign(self, s, frame):
         t = s.target
-        op = _BINOPS[type(s.op)]
         if isinstance(t, gast.Name):
             old = self.lookup(t.id, frame)
             value = self.ev(s.value, frame)
             if is_array(old) or type(old) is Sym and \
                     is_array(old.val) and not self._owned(old, t.id, frame):
                 self.tape.mutation(t.id)
-            new = op(old, value)
-            if type(old) is Sym and type(new) is Sym and is_array(old.val):
-                new = self._like_inplace(new, old)
-            self.assign(t, new, frame)
+            self.assign(t, self._augmented(s, old, value), frame)
         elif isinstance(t, gast.Subscript):
             obj = self.ev(t.value, frame)
             key = self.ev_index(t.slice, frame)
             if isinstance(obj, Sym) or is_array(obj):
                 self.tape.mutation("x[i] += v")
-            self.setitem(obj, key, op(obj[key], self.ev(s.value, frame)))
+            old = obj[key]
+            value = self.ev(s.value, frame)
+            # lst[i] += v changes the array lst[i] in place: refused unless that array was
+            # computed here and only this slot refers to it (then a new value is the same).
+            if is_array(old) or type(old) is Sym and is_array(old.val) and \
+                    not self._owned_slot(old, obj, key, frame):
+                self.tape.fail(errors.MutationError,
+                               "knetc: `container[i] += v` changes the array held in the "
+                               "container in place (here an array from outside the function, "
+                               "or one that another name also refers to)",
+                               "Instead: container[i] = container[i] + v, which builds a new "
+                               "array; knetc computes gradients of values, not of memory.")
+            self.setitem(obj, key, self._augmented(s, old, value))
         else:
             self.tape.fail(errors.UnsupportedSyntax,
                            "knetc: augmented assignment to an attribute is not supported",
                            "Instead: assign to a local variable.")
+
+    def _augmented(self, s, old, value):
+        """``old op= value`` with Python's semantics: arrays keep their shape and dtype (NumPy's
+        in-place operators), lists and dicts are changed in place (``+=``, ``*=``, ``|=``)."""
+        if type(old) in (list, dict) and type(s.op) in _IOPS:
+            if id(old) in self.mirror.paths:
+                self.tape.fail(errors.MutationError,
+                               "knetc: an augmented assignment extends a list or dict passed in "
+                               "from outside, which the cached code cannot replay",
+                               "Instead: build a new one (h = h + [v]), or assign an element.")
+            return _IOPS[type(s.op)](old, value)
+        new = _BINOPS[type(s.op)](old, value)
+        if type(old) is Sym and type(new) is Sym and is_array(old.val):
+            new = self._like_inplace(new, old)
+        return new
+
+    def _owned_slot(self, sym, obj, key, frame):
+        """May ``obj[key] op= v`` rebind the slot instead of changing its array in place? As
+        ``_owned``, with the slot itself not counted as a reference."""
+        if type(sym) is not Sym or type(obj) not in (list, dict):
+            return False
+        obj[key] = None
+        try:
+            return self._owned(sym, None, frame)
+        finally:
+            obj[key] = sym
 
     def _like_inplace(self, new, old):
         """``s += v`` keeps s's shape and dtype, as NumPy's in-place operators do."""
@@ -414,7 +604,7 @@ class Specializer:
         defaults = tuple(self.ev(d, frame) for d in a.defaults)
         kwdefaults = {p.id: self.ev(d, frame) for p, d in zip(a.kwonlyargs, a.kw_defaults)
                       if d is not None}
-        c = Closure(s, frame, defaults, kwdefaults)
+        c = Closure(s, frame, defaults, kwdefaults, self)
         for dec in reversed(s.decorator_list):
             c = self.call(self.ev(dec, frame), [c], {})
         frame.vars[s.name] = c
@@ -477,8 +667,13 @@ class Specializer:
             self.tape.fail(errors.UnsupportedSyntax,
                            f"knetc: cannot assign into a {type(obj).__name__}",
                            "Instead: use a list or dict, or build a new value.")
-        obj[key] = value
         path = self.mirror.paths.get(id(obj))
+        if path is not None and _holds_closure(value):
+            self.tape.fail(errors.UnsupportedSyntax,
+                           "knetc: storing a function defined inside the differentiated function "
+                           "into a container from outside would hand out knetc's internal object",
+                           "Instead: define the function at module level and store that.")
+        obj[key] = value
         if path is not None:  # a container the caller passed: the cached code must store too
             self._stores.append((self.tape.loc, path, key, value))
 
@@ -525,9 +720,12 @@ class Specializer:
         tape = self.tape
         result = value
         if isinstance(value, types.ModuleType):
-            pass        # modules (np, math) are taken as fixed
+            if not _library(value):   # a user's module: its attributes are read like globals
+                tape.guard(ir.BinOp("is not", where, ir.Name(tape.ref(value, name))))
+                self._objects[id(value)] = (where, value)
         elif type(value) is float or is_array(value):
             result = self._read(where, value, name=name)
+            self._guard_kind(result)
         elif isinstance(value, (int, str, bool, type(None), bytes)):
             tape.guard(ir.BinOp("!=", where, value_expr(value, tape)))
         elif isinstance(value, (list, tuple, dict)):
@@ -540,6 +738,21 @@ class Specializer:
             self._track(value, where)
         self._globals[key] = (result,)
         return result
+
+    def _guard_kind(self, sym):
+        """A global, cell or attribute read when the code runs: the code was written for this
+        type, shape and dtype (the cache key does not see them), so the read is guarded."""
+        tape = self.tape
+        v = ir.Var(sym)
+        val = sym.val
+        cls = ir.Name("float") if type(val) is float else ir.Name(tape.ref(type(val), "array_type"))
+        test = ir.BinOp("is not", ir.call(ir.Name("type"), v), cls)
+        if type(val) is not float:
+            test = ir.BinOp("or", test, ir.BinOp("or", ir.BinOp("!=", ir.Attr(v, "shape"),
+                                                                ir.lit(tuple(val.shape))),
+                                                 ir.BinOp("!=", ir.Attr(v, "dtype"),
+                                                          dtype_expr(val.dtype))))
+        tape.guard(test, tape.loc[1])
 
     def mirror_value(self, value, path, diff, name=None):
         """A copy of the caller's structure whose arrays are Syms read from ``path`` at run time."""
@@ -584,8 +797,8 @@ class Specializer:
         runs or guarded, like a global: never this call's value silently baked in."""
         value = getattr(obj, attr)
         hit = self._objects.get(id(obj))
-        if hit is None or isinstance(value, types.MethodType) and value.__self__ is obj:
-            return value
+        if hit is None or callable(value) and getattr(value, "__self__", None) is obj:
+            return value    # a method of the object (its own source, or a random draw)
         return self.reachable((id(obj), attr), ir.Attr(hit[0], attr), attr, value)
 
     def _read(self, *args, **kwargs):
@@ -684,7 +897,56 @@ class Specializer:
 
     def e_subscript(self, n, frame):
         obj = self.ev(n.value, frame)
-        return obj[self.ev_index(n.slice, frame)]
+        idx = self.ev_index(n.slice, frame)
+        if isinstance(obj, _AXIS_CONCATENATOR) and syms_in(idx):
+            return self.axis_concatenate(obj, idx)
+        return obj[idx]
+
+    def axis_concatenate(self, obj, key):
+        """``np.r_[a, b]``, ``np.c_[a, b]`` of traced values: each item promoted as NumPy does
+        (``ndmin``, ``trans1d``), then one np.concatenate; the result's shape and dtype are
+        checked against NumPy's own (cast where its scalar rules give another dtype)."""
+        tape = self.tape
+        items = key if type(key) is tuple else (key,)
+        if obj.matrix or any(isinstance(i, str) for i in items):
+            tape.fail(errors.UnsupportedSyntax,
+                      "knetc: np.r_/np.c_ with a string directive ('r', 'c', '0,2,1') is not "
+                      "supported on traced values",
+                      "Instead: np.concatenate / np.stack with axis=, and reshape the pieces.")
+        ndmin, trans1d = obj.ndmin, obj.trans1d
+        parts = []
+        for item in items:
+            if type(item) in (list, tuple) and syms_in(item):
+                item = tape.as_array(item)
+            if type(item) is not Sym:
+                if syms_in(item):
+                    tape.fail(errors.UnsupportedSyntax,
+                              "knetc: np.r_/np.c_ with a traced slice bound is not supported",
+                              "Instead: np.arange/np.linspace with int(...) bounds.")
+                parts.append(obj[(item,)])   # a constant (or a range): promoted by NumPy
+                continue
+            nd = item.ndim
+            if nd < ndmin:
+                item = tape.apply(np.reshape, (item, (1,) * (ndmin - nd) + tuple(item.shape)))
+                if trans1d != -1:
+                    k2, k1 = ndmin - nd, trans1d
+                    if k1 < 0:
+                        k1 += k2 + 1
+                    axes = list(range(ndmin))
+                    axes = tuple(axes[:k1] + axes[k2:] + axes[k1:k2])
+                    if axes != tuple(range(ndmin)):
+                        item = tape.apply(np.transpose, (item, axes))
+            parts.append(item)
+        out = tape.apply(np.concatenate, (parts,), {"axis": obj.axis})
+        expected = obj[concrete(key)]
+        if type(out) is Sym:
+            if out.shape != expected.shape:
+                tape.fail(errors.UnsupportedSyntax,
+                          "knetc: this np.r_/np.c_ of traced values is not supported",
+                          "Instead: np.concatenate / np.stack with axis=.")
+            if out.dtype != expected.dtype:
+                out = tape.apply(prims.astype, (out, expected.dtype))
+        return out
 
     def ev_index(self, n, frame):
         if type(n) is gast.Slice:
@@ -727,7 +989,7 @@ class Specializer:
         a = n.args
         return Closure(n, frame, tuple(self.ev(d, frame) for d in a.defaults),
                        {p.id: self.ev(d, frame) for p, d in zip(a.kwonlyargs, a.kw_defaults)
-                        if d is not None})
+                        if d is not None}, self)
 
     def _comprehension(self, gens, frame, emit):
         inner = Frame(frame, frame.globals, None, frame.filename, frame.fn)
@@ -821,6 +1083,39 @@ _EXPRS = {gast.Constant: Specializer.e_constant, gast.Name: Specializer.e_name,
 SYNTAX = frozenset(_STMTS) | frozenset(_EXPRS) | frozenset(_BINOPS) | frozenset(_CMPOPS) | \
     frozenset(_UNOPS) | {gast.And, gast.Or, gast.Load, gast.Store, gast.Del, gast.Param, gast.arguments,
                          gast.comprehension, gast.keyword}
+
+
+_AXIS_CONCATENATOR = type(np.r_).__mro__[1]   # np.r_ and np.c_ are its instances
+
+
+# The trees of functions made by Closure.as_function (their source is a part of a def's).
+_MADE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _locate(node, line):
+    """Give the factory's own nodes the def's line (its def keeps its own positions)."""
+    for n in ast.walk(node):
+        if "lineno" in n._attributes and getattr(n, "lineno", None) is None:
+            n.lineno, n.col_offset = line, 0
+            n.end_lineno, n.end_col_offset = line, 0
+
+
+def _library(module) -> bool:
+    """NumPy, knetc, the standard library...: modules whose attributes are taken as fixed."""
+    name = getattr(module, "__name__", "") or ""
+    return name.startswith(_NO_INLINE + ("knetc", "gast")) or \
+        name.split(".")[0] in sys.stdlib_module_names
+
+
+def _holds_closure(v) -> bool:
+    t = type(v)
+    if t is Closure:
+        return True
+    if t in (list, tuple):
+        return any(_holds_closure(x) for x in v)
+    if t is dict:
+        return any(_holds_closure(x) for x in v.values())
+    return False
 
 
 def _is_leaf(v) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keyword as _keyword
 import operator
+import random as _random
 
 import numpy as np
 
@@ -85,6 +86,17 @@ class Sym:
 
     def __setitem__(self, key, value):
         self.tape.mutation(f"{self.name}[...] = ...")
+
+    def __array__(self, dtype=None, copy=None):
+        # NumPy converting a traced value itself: inside a container it does not understand (an
+        # object array, a set, np.r_ with directives) or in a call knetc does not record. Letting
+        # it through would bake this trace's internal value into the generated code.
+        self.tape.fail(errors.UnsupportedSyntax,
+                       "knetc: a NumPy call received a traced array where knetc cannot record "
+                       "it (inside an object array, a container NumPy converts element by "
+                       "element, or a call without a rule)",
+                       "Instead: build arrays with np.array/np.stack/np.concatenate of (nested) "
+                       "lists of arrays, keep dtype=float, and call NumPy functions on arrays.")
 
     @property
     def T(self):
@@ -171,7 +183,7 @@ def concrete(value):
 # The tape: records operations while the specializer walks the user's code.
 
 RESERVED = set(_keyword.kwlist) | {"np", "float", "int", "bool", "len", "range", "print", "isinstance",
-                                   "tuple", "list", "dict", "_GuardFailed", "_", "d"}
+                                   "tuple", "list", "dict", "type", "_GuardFailed", "_", "d"}
 
 
 _OPERATORS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.floordiv,
@@ -277,7 +289,20 @@ class Tape:
             syms_in(kwargs, syms)
         rule = registry.lookup(fn)
         if not syms and not (rule is not None and rule.impure):
-            return fn(*args, **kwargs)
+            val = fn(*args, **kwargs)
+            if type(val) is np.ndarray and val.dtype == object and _hides_syms(val):
+                self.fail(errors.UnsupportedSyntax,
+                          f"knetc: {_fname(fn)} put traced values inside an object array (from a "
+                          "set or another container NumPy does not convert)",
+                          "Instead: pass arrays, or lists and tuples of them.")
+            return val
+        hashable = _hashable(fn)
+        if hashable and fn in _STATIC_SHAPE:   # np.shape(x), np.ndim(x), np.size(x): known, as x.shape is
+            return fn(*concrete(args), **concrete(kwargs))
+        if fn is np.where and len(args) + len(kwargs) == 1:   # np.where(c) is np.nonzero(c)
+            return self.apply(np.nonzero, tuple(args) + tuple(kwargs.values()))
+        if rule is None and hashable and fn in _AS_INDEXING:
+            return _AS_INDEXING[fn](self, *args, **kwargs)
         if rule is None:
             self.fail(errors.NoRuleError,
                       f"knetc: no derivative rule for {_fname(fn)}, and it has no Python source "
@@ -287,30 +312,143 @@ class Tape:
         if rule.alias:           # getval: the same value, cut off from the gradient
             s = syms[0]
             return Sym(self, s.name, s.val, False, temp=False)
+        if not rule.impure:
+            stacked = self._stack_lists(fn, args, kwargs)
+            if stacked is not None:
+                return self._apply_stacked(fn, args, kwargs, *stacked)
+        diff_in = any(s.diff for s in syms)
+        if rule.impure and not rule.differentiable and diff_in:
+            what = f"{type(args[0].val if type(args[0]) is Sym else args[0]).__name__}.{args[1]}" \
+                if fn is draw else _fname(fn)
+            self.fail(errors.NoRuleError,
+                      f"knetc: the random draw {what} takes a value that depends on the "
+                      "differentiated argument, and has no gradient wrt it",
+                      "Instead: draw standard values and transform them (mu + sigma * "
+                      "rng.standard_normal(shape), low + (high - low) * rng.random(shape)), or "
+                      "pass knetc.getval(v).")
         try:    # side effects (running statistics) belong to the generated code
             with prims.tracing_mode(True):
                 val = fn(*concrete(args), **concrete(kwargs))
         except Exception as e:
             e.add_note(f'knetc: while specializing "{self.loc[0]}", line {self.loc[1]}')
             raise
-        diff = rule.differentiable and any(s.diff for s in syms)
+        diff = rule.differentiable and diff_in
         if fn not in _OPERATORS:
             self.ref(fn)   # the function takes its plain name before any result is named after it
         base = rule.name
-        if rule.outputs > 1:
+        if rule.outputs > 1 or (type(val) is tuple and not diff):
+            # several results (np.nonzero's index arrays, np.unique(..., return_counts=True)):
+            # one value each, unpacked by the generated code
             outs = tuple(None if v is None else Sym(self, self.newname(base), v, diff)
                          for v in val)
         else:
             outs = Sym(self, self.newname(base), val, diff)
+        if diff:
+            for o in outs if type(outs) is tuple else (outs,):
+                if o is not None and getattr(getattr(o.val, "dtype", None), "kind", None) == "O":
+                    self.fail(errors.UnsupportedSyntax,
+                              f"knetc: {_fname(fn)} made an object array (dtype=object) of "
+                              "traced values, which has no gradient",
+                              "Instead: keep float dtypes (np.array(items) without "
+                              "dtype=object, np.stack, np.concatenate).")
         self.ops.append(Op("call", outs, fn, args, kwargs, self.loc, rule))
-        if _shape_from_data(fn, args):
-            # x[x > 0], np.nonzero(x): the result's shape depends on values, and the code after
-            # it was written for this shape: guard it (another shape compiles another entry).
+        if _shape_from_data(fn, args, kwargs):
+            # x[x > 0], np.nonzero(x), np.repeat(x, counts): the result's shape depends on
+            # values, and the code after it was written for this shape: guard it (another shape
+            # compiles another entry).
             for o in outs if type(outs) is tuple else (outs,):
                 if o is not None:
-                    shape = ir.lit(tuple(np.shape(o.val)))
-                    self.guard(ir.BinOp("!=", ir.Attr(ir.Var(o), "shape"), shape), self.loc[1])
+                    self.guard_shape(o)
         return outs
+
+    def draw(self, source, name, args, kwargs):
+        """``source.name(*args, **kwargs)``, a random draw (or a reseeding) of a NumPy or Python
+        generator: recorded as an impure operation, so the generated code draws anew on every
+        call, as Python would; never this trace's draw baked into the code."""
+        if name in _IN_PLACE_DRAWS:
+            self.fail(errors.MutationError,
+                      f"knetc: .{name}() shuffles an array in place, which the generated code "
+                      "cannot replay", "Instead: x[rng.permutation(len(x))], or "
+                      "rng.permutation(x).")
+        return self.apply(draw, (source, name) + tuple(args), kwargs)
+
+    def guard_shape(self, sym):
+        """Guard the shape of a value whose shape this trace's data decided."""
+        val = sym.val
+        if isinstance(val, (bool, int, float, complex)):
+            return      # Python scalars have no shape to change
+        shape = ir.lit(tuple(np.shape(val)))
+        if isinstance(val, (np.ndarray, np.generic)) or hasattr(val, "__cuda_array_interface__"):
+            test = ir.BinOp("!=", ir.Attr(ir.Var(sym), "shape"), shape)
+        else:
+            test = ir.BinOp("!=", ir.call(ir.np_fn("shape"), ir.Var(sym)), shape)
+        self.guard(test, self.loc[1])
+
+    # -- Python lists where NumPy takes arrays ---------------------------------------------
+    def _stack_lists(self, fn, args, kwargs):
+        """``np.sum([w, 2 * w])``, ``np.array([[x, y], [z, 1.0]])``: the (nested) lists of
+        traced values that ``fn`` reads as arrays, built first as arrays (np.array of
+        arrays), so that every rule sees arrays. None when there is nothing to build."""
+        if not _hashable(fn):
+            return None
+        if fn in _BUILDERS or fn in _JOINERS:
+            # np.array([[x, y], [z, w]]) and np.stack([[x, y], [z, w]]) take the top list as it
+            # is (their rules split the gradient among its items): its inner lists become arrays
+            if not args or type(args[0]) not in (list, tuple):
+                return None
+            first = args[0]
+            items = [self.as_array(v) if _has_syms(v) else v for v in first]
+            if all(a is b for a, b in zip(items, first)):
+                return None
+            return (type(first)(items),) + tuple(args[1:]), kwargs
+        if fn is operator.getitem:
+            return None
+        if isinstance(fn, np.ufunc) or fn in _OPERATORS:
+            positions = range(len(args))
+        elif (getattr(fn, "__module__", None) or "").startswith("numpy"):
+            positions = [i for i, a in enumerate(args) if i == 0 or _has_float_syms(a)]
+        else:
+            return None
+        new_args, changed = list(args), False
+        for i in positions:
+            if _has_syms(args[i]):
+                new_args[i], changed = self.as_array(args[i]), True
+        new_kwargs = kwargs
+        if isinstance(fn, np.ufunc) or fn in _OPERATORS:
+            pass
+        elif any(_has_float_syms(v) for v in kwargs.values()):
+            new_kwargs = {k: self.as_array(v) if _has_float_syms(v) else v
+                          for k, v in kwargs.items()}
+            changed = True
+        return (tuple(new_args), new_kwargs) if changed else None
+
+    def _apply_stacked(self, fn, args, kwargs, new_args, new_kwargs):
+        """``fn`` on the lists built as arrays; its result checked against NumPy's own result
+        for the lists (same shape; the same dtype, cast where the built arrays differ)."""
+        out = self.apply(fn, new_args, new_kwargs)
+        try:
+            expected = fn(*concrete(args), **concrete(kwargs))
+        except Exception as e:
+            e.add_note(f'knetc: while specializing "{self.loc[0]}", line {self.loc[1]}')
+            raise
+        if type(out) is Sym and hasattr(expected, "dtype"):
+            if np.shape(out.val) != np.shape(expected):
+                self.fail(errors.UnsupportedSyntax,
+                          f"knetc: {_fname(fn)} of nested lists of traced arrays gave shape "
+                          f"{np.shape(expected)}, which knetc cannot reproduce from the lists "
+                          "built as arrays", "Instead: build the array with np.stack or "
+                          "np.concatenate first, then call the function on it.")
+            if out.dtype != expected.dtype:
+                out = self.apply(prims.astype, (out, expected.dtype))
+        return out
+
+    def as_array(self, value):
+        """A (nested) list or tuple holding traced values, as one traced array: the innermost
+        lists first, then np.array of the results (what NumPy's conversion of it computes)."""
+        if type(value) not in (list, tuple):
+            return value
+        items = [self.as_array(v) if _has_syms(v) else v for v in value]
+        return self.apply(np.array, (items,))
 
     def read(self, expr: ir.Expr, val, diff=False, name="t", float_leaf=False):
         """A value read when the generated code runs (an argument leaf, a global array)."""
@@ -366,6 +504,13 @@ class Tape:
     def method(self, sym, name):
         if name.startswith("__"):
             raise AttributeError(name)
+        if is_random_source(sym.val):   # a generator made inside the function: rng.normal(...)
+            if not callable(getattr(sym.val, name, None)):
+                self.fail(errors.UnsupportedSyntax,
+                          f"knetc: reading .{name} of a random generator made inside a "
+                          "differentiated function is not supported",
+                          "Call its drawing methods (rng.normal(...), rng.random(...)) only.")
+            return lambda *a, **k: self.draw(sym, name, a, k)
         make = _METHODS.get(name)
         if make is None:
             self.fail(errors.UnsupportedSyntax,
@@ -374,18 +519,151 @@ class Tape:
         return make(self, sym)
 
 
-_DATA_SHAPED = {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.extract, np.compress}
+# ---------------------------------------------------------------------------------------------
+# Random draws from any generator: recorded, never folded (see Tape.draw).
+
+_RANDOM_SOURCES = (np.random.Generator, np.random.RandomState, np.random.BitGenerator,
+                   np.random.SeedSequence, _random.Random)
+# Making a generator inside the function makes a new one on every call (from its seed, or fresh).
+RANDOM_MAKERS = {np.random.default_rng, np.random.Generator, np.random.RandomState,
+                 np.random.SeedSequence, np.random.PCG64, np.random.MT19937, np.random.Philox,
+                 np.random.SFC64, _random.Random}
+if hasattr(np.random, "PCG64DXSM"):
+    RANDOM_MAKERS.add(np.random.PCG64DXSM)
+_IN_PLACE_DRAWS = {"shuffle"}
 
 
-def _shape_from_data(fn, args) -> bool:
-    """Is the shape of fn(*args) decided by array values (boolean masks, nonzero, unique)?"""
+def is_random_source(obj) -> bool:
+    """A NumPy Generator/RandomState/bit generator or a Python random.Random (and subclasses)."""
+    return isinstance(obj, _RANDOM_SOURCES)
+
+
+def draw(source, method, *args, **kwargs):
+    """``source.method(*args, **kwargs)``: a random draw, run anew by every call of the code."""
+    return getattr(source, method)(*args, **kwargs)
+
+
+def new_generator(make, *args, **kwargs):
+    """``make(*args, **kwargs)``: a random generator made inside the differentiated function."""
+    return make(*args, **kwargs)
+
+
+registry.nondifferentiable(draw, new_generator, impure=True)
+
+
+# Selections written as indexing (which has a rule, and guards the selection's shape).
+
+def _extract(tape, condition, arr):
+    """np.extract(condition, arr): arr's entries where condition (raveled) is nonzero."""
+    flat = tape.apply(np.reshape, (arr, (-1,)))
+    cond = tape.apply(np.reshape, (condition, (-1,))) if type(condition) is Sym \
+        else np.reshape(condition, -1)
+    index = tape.apply(np.nonzero, (cond,))
+    return tape.apply(operator.getitem, (flat, index if type(index) is tuple else (index,)))
+
+
+def _compress(tape, condition, a, axis=None, out=None):
+    """np.compress(condition, a, axis): a's slices along axis where condition is nonzero."""
+    if out is not None:
+        tape.mutation("np.compress(..., out=...)")
+    if axis is None:
+        a, axis = tape.apply(np.reshape, (a, (-1,))), 0
+    positions = tape.apply(np.nonzero, (condition,))[0]
+    ax = axis % max(np.ndim(a.val if type(a) is Sym else a), 1)
+    return tape.apply(operator.getitem, (a, (slice(None),) * ax + (positions,)))
+
+
+_AS_INDEXING = {np.extract: _extract, np.compress: _compress}
+
+
+# Functions whose result's shape is decided by the values of their (array) arguments.
+_DATA_SHAPED = {np.nonzero, np.flatnonzero, np.argwhere, np.unique, np.extract, np.compress,
+                np.bincount, np.arange, np.histogram, np.histogram_bin_edges, np.trim_zeros,
+                np.setdiff1d, np.intersect1d, np.union1d, np.setxor1d}
+for _name in ("unique_values", "unique_counts", "unique_inverse", "unique_all"):
+    if hasattr(np, _name):
+        _DATA_SHAPED.add(getattr(np, _name))
+# Functions whose result's shape follows from their arguments' shapes (and constant arguments),
+# whatever the values of their integer or boolean array arguments.
+_SHAPE_FROM_SHAPES = {np.sum, np.mean, np.prod, np.max, np.min, np.amax, np.amin, np.any, np.all,
+                      np.count_nonzero, np.argmax, np.argmin, np.cumsum, np.cumprod, np.where,
+                      np.take, np.take_along_axis, np.searchsorted, np.sort, np.argsort, np.clip,
+                      np.isin, np.zeros_like, np.ones_like, np.empty_like, np.copy, np.transpose,
+                      np.squeeze, np.expand_dims, np.dot, np.einsum, np.array, np.asarray,
+                      np.stack, np.concatenate, prims.astype, float, np.logical_not}
+_STATIC_SHAPE = {np.shape, np.ndim, np.size}
+_BUILDERS = {np.array, np.asarray, np.asanyarray, np.ascontiguousarray, np.asfortranarray}
+# Functions whose first argument is a list of arrays their rules take item by item.
+_JOINERS = {np.concatenate, np.stack, np.vstack, np.hstack, np.dstack, np.column_stack, np.block,
+            np.linalg.multi_dot}
+if hasattr(np, "row_stack"):
+    _JOINERS.add(np.row_stack)
+
+
+def _hides_syms(arr) -> bool:
+    """Does an object array hold traced values (directly or inside sets, lists, tuples)?"""
+    def holds(v):
+        if type(v) is Sym:
+            return True
+        if isinstance(v, (set, frozenset, list, tuple)):
+            return any(holds(u) for u in v)
+        if type(v) is dict:
+            return any(holds(u) for u in v.values())
+        return False
+    return any(holds(v) for v in arr.flat)
+
+
+def _has_syms(v) -> bool:
+    return type(v) in (list, tuple) and bool(syms_in(v))
+
+
+def _has_float_syms(v) -> bool:
+    return type(v) in (list, tuple) and any(_kind(s) in "fc" for s in syms_in(v))
+
+
+def _kind(sym) -> str:
+    """The dtype kind of a traced value ('f', 'i', 'b'...; 'O' for other objects)."""
+    try:
+        return np.dtype(sym.dtype).kind
+    except TypeError:
+        return "O"
+
+
+def _shape_from_data(fn, args, kwargs=None) -> bool:
+    """Might the shape of fn(*args, **kwargs) differ on another call whose arguments have the
+    same shapes? Then the code after it, written for this shape, needs a guard on it.
+
+    Yes for boolean masks and traced slice bounds (``x[x > 0]``, ``x[:n]``), for the functions
+    that select by value (np.nonzero, np.unique, np.bincount...), and, unless the function is
+    known to shape its result from shapes alone (elementwise operations, reductions, gathers),
+    for every call taking a traced integer or boolean value: a count, a size or a repeat."""
     if fn is operator.getitem:
         idx = args[1]
         for p in idx if type(idx) is tuple else (idx,):
-            if type(p) is Sym and getattr(p.val, "dtype", None) == np.bool_ and np.ndim(p.val) > 0:
+            if type(p) is Sym and _kind(p) == "b":   # a mask (also 0-d: x[True], x[False])
+                return True
+            if type(p) is slice and syms_in(p):
+                return True
+            if type(p) is list and any(type(q) is Sym and _kind(q) == "b" for q in p):
                 return True
         return False
-    return fn in _DATA_SHAPED
+    if _hashable(fn) and fn in _DATA_SHAPED:
+        return True
+    if isinstance(fn, np.ufunc) or (_hashable(fn) and fn in _OPERATORS):
+        return False
+    syms = syms_in(args)
+    if kwargs:
+        syms_in(kwargs, syms)
+    counts = [s for s in syms if _kind(s) in "biu"]
+    if not counts:
+        return False
+    if _hashable(fn) and fn in _SHAPE_FROM_SHAPES:
+        return any(s.ndim == 0 for s in counts)
+    return True
+
+
+def _hashable(fn) -> bool:
+    return getattr(type(fn), "__hash__", None) is not None
 
 
 def _fname(fn):
@@ -399,9 +677,10 @@ def _numpy_path(obj):
     name = getattr(obj, "__name__", None)
     if name is None:
         return None
-    if getattr(np, name, None) is obj:
+    # The modules' own dicts: getattr would run NumPy's deprecation hooks (np.bytes...).
+    if vars(np).get(name) is obj:
         return f"np.{name}"
     for sub in ("linalg", "random", "fft"):
-        if getattr(getattr(np, sub), name, None) is obj:
+        if vars(getattr(np, sub)).get(name) is obj:
             return f"np.{sub}.{name}"
     return None

@@ -72,6 +72,8 @@ def _hint(value):
 def index_expr(idx, tape) -> ir.Expr:
     """A subscript's index: slices as ``a:b``, several parts as a tuple."""
     if type(idx) is tuple:
+        if not idx:     # x[()]: a 0-d array's element
+            return ir.Const(())
         return ir.Tuple([_index_part(p, tape) for p in idx])
     return _index_part(idx, tape)
 

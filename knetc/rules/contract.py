@@ -1,5 +1,6 @@
-"""Rules for contractions and diagonals: np.einsum, np.inner, np.kron, np.cross, np.trace,
-np.diag, np.diagonal, np.tril, np.triu; the ranges np.linspace and np.arange; and ``%``.
+"""Rules for contractions and diagonals: np.einsum, np.inner, np.vdot, np.kron, np.cross,
+np.convolve, np.correlate, np.trace, np.diag, np.diagonal, np.tril, np.triu; the ranges
+np.linspace and np.arange; and ``%``.
 
 np.outer, np.tensordot, np.dot and matmul are in arith.py.
 """
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..runtime.backend import array_module
 from .registry import adjoint, static, unbroadcast
-from .support import ndim_of, normal_axis, refuse, shape_of, sum_to_shape
+from .support import ndim_of, normal_axis, refuse, shape_of, size_of, sum_to_shape
 
 # d[...] is the template language's gradient table (see registry.py), never a Python name.
 # ruff: noqa: F821
@@ -345,6 +346,47 @@ def _cross_last(a, b, y, axisa, axisb, axisc, axis):
         refuse("np.cross is differentiable for 3-vectors along the last axis (axis=-1); "
                 "move the vector axis last with np.moveaxis")
     return True
+
+
+@adjoint(np.vdot)   # the dot product of the flattened arrays (real: no conjugate)
+def vdot(y, a, b):
+    d[a] = np.reshape(d[y] * b, a.shape)
+    d[b] = np.reshape(d[y] * a, b.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1-D convolution and correlation. The full convolution y[k] = sum_i a[i] v[k - i] has gradients
+# correlate(g, v, 'valid') and correlate(g, a, 'valid'); modes 'same' and 'valid' are slices of
+# it, so their d[y] is first padded with zeros to the full length. correlate(a, v) is
+# convolve(a, v[::-1]) in full mode (its 'same' slice is placed differently).
+
+def _conv_pads(a, v, mode, correlate):
+    """(before, after): where ``mode``'s result lies in the full one (NumPy's placement)."""
+    na, nv = size_of(a), size_of(v)
+    full = na + nv - 1
+    m = min(na, nv)
+    if mode == "full":
+        return (0, 0)
+    if mode == "same":
+        before = m // 2 if correlate and na < nv else (m - 1) // 2
+        return (before, full - max(na, nv) - before)
+    if mode == "valid":
+        return (m - 1, m - 1)
+    refuse(f"np.convolve/np.correlate: unknown mode {mode!r}")
+
+
+@adjoint(np.convolve)
+def convolve(y, a, v, mode="full"):
+    gf = np.pad(d[y], static(_conv_pads(a, v, mode, False)))
+    d[a] = np.correlate(gf, v, "valid")
+    d[v] = np.correlate(gf, a, "valid")
+
+
+@adjoint(np.correlate)
+def correlate(y, a, v, mode="valid"):
+    gf = np.pad(d[y], static(_conv_pads(a, v, mode, True)))
+    d[a] = np.correlate(gf, np.flip(v), "valid")
+    d[v] = np.flip(np.correlate(gf, a, "valid"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Rules for tiling, reordering, joining, splitting and gathering: np.repeat, np.tile, np.pad,
-np.roll, np.flip…, np.hstack…, np.append, np.hsplit…, np.take, np.take_along_axis, np.sort (and
-np.unique, np.bincount, whose values do have a derivative).
+np.roll, np.flip…, np.hstack…, np.append, np.hsplit…, np.take, np.take_along_axis, np.sort,
+np.partition (and np.unique, np.bincount, whose values do have a derivative).
 
 Where a template cannot write a gradient inline (a scatter-add, a list of pieces) it calls a
 helper of this module; each helper has a rule of its own, so gradients of gradients work. The
@@ -78,6 +78,11 @@ def _untake_along(g, indices, axis, shape):
 @adjoint(_untake_along)
 def untake_along(y, g, indices, axis, shape):
     d[g] = np.take_along_axis(d[y], indices, axis)
+
+
+# The scatter-adds by name, for the other families' rules (np.interp, np.quantile).
+scatter_take = _untake
+scatter_take_along = _untake_along
 
 
 # ---------------------------------------------------------------------------------------------
@@ -441,6 +446,25 @@ def _unsort(g, order, axis, shape):
 @adjoint(_unsort)
 def unsort(y, g, order, axis, shape):
     d[g] = np.take_along_axis(d[y], order, axis)
+
+
+@adjoint(np.partition)
+def partition(y, a, kth, axis=-1, kind="introselect", order=None):
+    # y is a permutation of a: its k-th smallest value came from a's k-th smallest, whatever
+    # order partition left the others in (ties aside, where any assignment is as good)
+    if _no_order(order):
+        if axis is None:
+            d[a] = _unsort(np.take_along_axis(d[y], np.argsort(y), 0), np.argsort(a, axis=None),
+                           None, a.shape)
+        else:
+            d[a] = _unsort(np.take_along_axis(d[y], np.argsort(y, axis=axis), axis),
+                           np.argsort(a, axis=axis), axis, a.shape)
+
+
+def _no_order(order) -> bool:
+    if order is not None:
+        refuse("np.partition(..., order=...) (fields of a structured array) has no gradient rule")
+    return True
 
 
 @adjoint(np.unique)  # the values are the distinct entries sorted: each from its first occurrence

@@ -1,5 +1,6 @@
-"""Rules for np.linalg: norm, inv, pinv, solve, det, slogdet, cholesky, eigh, eigvalsh, svd and
-svdvals, stacked (leading batch axes) wherever NumPy accepts them. Real inputs only.
+"""Rules for np.linalg: norm, inv, pinv, solve, lstsq, det, slogdet, cholesky, qr, eigh, eigvalsh,
+svd and svdvals, matrix_power, multi_dot, stacked (leading batch axes) wherever NumPy accepts
+them. Real inputs only.
 
 The formulas are autograd's and JAX's (Giles 2008, "An extended collection of matrix derivative
 results"; Murray 2016 for cholesky; Townsend 2016 for svd). Each is written with functions that
@@ -32,13 +33,29 @@ differentiable, or where the libraries differ:
   (one result) is refused; write ``np.linalg.svdvals(a)``. ``hermitian=True`` (which reads one
   triangle through eigh) is refused for svd and pinv.
 * **pinv** is differentiable where the rank is constant (full rank here, in practice).
+* **qr** (``mode='reduced'``, or ``'complete'`` of square matrices) of full-rank square or tall
+  matrices: ``dA = (dQ + Q copyltu(M)) R^-T`` with ``M = R dR^T - dQ^T Q`` and ``copyltu(M)``
+  the symmetric matrix with M's lower triangle (Liao et al. 2019, "Differentiable programming
+  tensor networks"; PyTorch's rule). Wide matrices and the modes 'r' and 'raw' are refused.
+* **lstsq** of a full-rank matrix: the solution through the normal equations (``A^T A`` for tall
+  and square matrices, ``A A^T`` for wide ones: the minimum-norm solution); the residuals (the
+  envelope theorem: ``2 r`` wrt b, ``-2 r x^T`` wrt a) and the singular values (as svdvals) have
+  gradients too (second derivatives through the singular values are refused); ``rank`` has none.
+* **matrix_power** with a constant integer ``n``: the gradient ``sum_k (A^T)^k G (A^T)^(n-1-k)`` is
+  the top-right block of ``[[A^T, G], [0, A^T]]^n``, itself a matrix_power; negative ``n`` goes
+  through ``inv(a)``.
+* **multi_dot** of a list of arrays (a first or last 1-D array is a row or column vector): each
+  gradient is the product of the others' transposes around d[y] (knetc's tracer currently turns a
+  list of arrays of one shape into one stacked array, which is handled as such).
+* **eig** and **eigvals** have no rule: their results are complex in general and knetc has no
+  complex gradients.
 """
 import numpy as np
 
 from ..compiler.tape import Sym
 from ..runtime.backend import array_module
 from .registry import adjoint, static
-from .support import is_int, ndim_of, normal_axis, refuse, shape_of, sum_to_shape
+from .support import is_int, ndim_of, normal_axis, refuse, shape_of, size_of, sum_to_shape
 
 # d[...] is the template language's gradient table (see registry.py), never a Python name.
 # ruff: noqa: F821
@@ -383,3 +400,241 @@ if hasattr(np.linalg, "svdvals"):   # NumPy >= 2
     def svdvals(y, x):
         usv = np.linalg.svd(x, full_matrices=False)
         d[x] = (usv[0] * np.expand_dims(d[y], -2)) @ usv[2]
+
+
+
+# ---------------------------------------------------------------------------------------------
+# QR
+
+def qr_form(a, mode) -> bool:
+    """Refuses the forms of np.linalg.qr without a rule."""
+    m, n = shape_of(a)[-2:]
+    if mode not in ("reduced", "complete") or (mode == "complete" and m != n):
+        refuse(f"np.linalg.qr(a, mode={mode!r}) has no gradient rule; use mode='reduced' (the "
+               "default)")
+    if m < n:
+        refuse(f"np.linalg.qr of a wide matrix ({m}x{n}) has no gradient rule: square and tall "
+               "matrices of full rank are differentiable")
+    return True
+
+
+@adjoint(np.linalg.qr, outputs=2)
+def qr(y, a, mode="reduced"):
+    if qr_form(a, mode):
+        q = y[0]
+        r = y[1]
+        gq = or_zeros(d[y][0], q)
+        mm = r @ np.swapaxes(or_zeros(d[y][1], r), -1, -2) - np.swapaxes(gq, -1, -2) @ q
+        b = gq + q @ (np.tril(mm) + np.swapaxes(np.tril(mm, -1), -1, -2))    # copyltu(M)
+        d[a] = np.swapaxes(np.linalg.solve(r, np.swapaxes(b, -1, -2)), -1, -2)     # b R^-T
+
+
+# ---------------------------------------------------------------------------------------------
+# Least squares
+
+def lstsq_form(a, b) -> str:
+    """'tall' (m >= n: the normal equations A^T A) or 'wide'; refuses stacks."""
+    if ndim_of(a) != 2:
+        refuse("np.linalg.lstsq: a must be a matrix")
+    m, n = shape_of(a)
+    return "tall" if m >= n else "wide"
+
+
+def has_residuals(y) -> bool:
+    """Did lstsq return residuals (m > n and full rank)?"""
+    return size_of(y[1]) > 0
+
+
+def singular_value_grad(gs, a):
+    """The gradient wrt ``a`` of ``sum(gs * svdvals(a))`` (0 when ``gs`` is None: the loss does
+    not use lstsq's singular values)."""
+    if gs is None:
+        return 0.0
+    xp = array_module(a)
+    u, _, vh = xp.linalg.svd(a, full_matrices=False)
+    return (u * gs) @ vh
+
+
+@adjoint(singular_value_grad)
+def singular_value_grad_(z, gs, a):
+    if gs is None:
+        pass
+    else:
+        t = static(refuse("np.linalg.lstsq: second derivatives through its singular values have "  # noqa: F841
+                          "no rule; use np.linalg.svdvals(a)"))
+
+
+@adjoint(np.linalg.lstsq, outputs=4)
+def lstsq(y, a, b, rcond=None):
+    # x (n, k), with 1-D b and x as one column; g = dL/dx
+    if ndim_of(b) == 1:
+        bb = np.expand_dims(b, -1)
+        xx = np.expand_dims(y[0], -1)
+        g = np.expand_dims(or_zeros(d[y][0], y[0]), -1)
+    else:
+        bb = b
+        xx = y[0]
+        g = or_zeros(d[y][0], y[0])
+    if lstsq_form(a, b) == "tall":          # x = (A^T A)^-1 A^T b
+        z = np.linalg.solve(a.T @ a, g)
+        az = a @ z
+        if has_residuals(y):            # residuals[j] = |b_j - A x_j|^2, x optimal
+            rg = (bb - a @ xx) * (or_zeros(d[y][1], y[1]) * 2)
+            gb = az + rg
+            ga = (bb - a @ xx) @ z.T - az @ xx.T - rg @ xx.T
+        else:
+            gb = az
+            ga = (bb - a @ xx) @ z.T - az @ xx.T
+    else:                                   # x = A^T (A A^T)^-1 b, the minimum-norm solution
+        aat = a @ a.T
+        w = np.linalg.solve(aat, bb)
+        u = np.linalg.solve(aat, a @ g)
+        gb = u
+        ga = w @ g.T - u @ xx.T - w @ (a.T @ u).T
+    d[a] = ga + singular_value_grad(d[y][3], a)
+    if ndim_of(b) == 1:
+        d[b] = gb[:, 0]
+    else:
+        d[b] = gb
+
+
+# ---------------------------------------------------------------------------------------------
+# matrix_power, multi_dot
+
+def power_form(n) -> int:
+    """matrix_power's exponent, a constant integer (refuses a traced one)."""
+    if not is_int(n):
+        refuse("np.linalg.matrix_power: the exponent n must be a constant integer when "
+               "differentiating")
+    return int(n)
+
+
+@adjoint(np.linalg.matrix_power)
+def matrix_power(y, a, n):
+    if power_form(n) == 0:
+        pass                                # the identity: no gradient
+    elif power_form(n) == 1:
+        d[a] = d[y]
+    elif power_form(n) > 0:                 # the top-right block of [[A^T, G], [0, A^T]]^n
+        at = np.swapaxes(a, -1, -2)
+        blk = np.concatenate([np.concatenate([at, d[y]], axis=-1),
+                              np.concatenate([np.zeros_like(at), at], axis=-1)], axis=-2)
+        d[a] = np.linalg.matrix_power(blk, n)[..., static(slice(0, shape_of(a)[-1])),
+                                              static(slice(shape_of(a)[-1], None))]
+    else:                                   # inv(a) ** -n: through B = inv(a), dA = -B^T dB B^T
+        bt = np.swapaxes(np.linalg.inv(a), -1, -2)
+        blk = np.concatenate([np.concatenate([bt, d[y]], axis=-1),
+                              np.concatenate([np.zeros_like(bt), bt], axis=-1)], axis=-2)
+        d[a] = -(bt @ np.linalg.matrix_power(blk, static(-power_form(n)))[
+            ..., static(slice(0, shape_of(a)[-1])), static(slice(shape_of(a)[-1], None))] @ bt)
+
+
+def _as_matrices(arrays):
+    """multi_dot's operands as matrices: a first 1-D array is a row, a last one a column."""
+    mats = [array_module(m).asarray(m) for m in arrays]
+    if mats[0].ndim == 1:
+        mats[0] = mats[0][None, :]
+    if mats[-1].ndim == 1:
+        mats[-1] = mats[-1][:, None]
+    return mats
+
+
+def _chain(mats):
+    """The product of a list of matrices, the cheaper way round for three."""
+    if len(mats) == 3:
+        (p, q), (_, r), (_, s) = mats[0].shape, mats[1].shape, mats[2].shape
+        if p * q * r + p * r * s > q * r * s + p * q * s:
+            return mats[0] @ (mats[1] @ mats[2])
+    out = mats[0]
+    for m in mats[1:]:
+        out = out @ m
+    return out
+
+
+def _grads_of_product(g, mats):
+    """For the product P of ``mats`` and dL/dP = g (a matrix): dL/dmats[i] = L^T g R^T, with
+    L (R) the product of the matrices before (after) i."""
+    k = len(mats)
+    left = [None] * k       # left[i]: product of mats[:i]
+    for i in range(1, k):
+        left[i] = mats[0] if i == 1 else left[i - 1] @ mats[i - 1]
+    out = [None] * k
+    right = None            # product of mats[i + 1:]
+    for i in range(k - 1, -1, -1):
+        parts = ([left[i].T] if left[i] is not None else []) + [g] + \
+            ([right.T] if right is not None else [])
+        out[i] = _chain(parts)
+        right = mats[i] if right is None else mats[i] @ right
+    return out
+
+
+def _shaped(grads, arrays):
+    """The gradients shaped as the operands (a stacked array of them, when ``arrays`` is one)."""
+    xp = array_module(*grads)
+    if not isinstance(arrays, (list, tuple)):
+        return xp.stack(grads)
+    return [gi.reshape(np.shape(a)) for gi, a in zip(grads, arrays)]
+
+
+def multi_dot_grads(g, arrays):
+    """The gradients of np.linalg.multi_dot(arrays) (a list) given the result's gradient ``g``."""
+    mats = _as_matrices(arrays)
+    g = array_module(g).asarray(g).reshape(mats[0].shape[0], mats[-1].shape[1])
+    return _shaped(_grads_of_product(g, mats), arrays)
+
+
+def multi_dot_grads_stacked(g, arrays):
+    """multi_dot_grads for a stacked array of matrices (one array result)."""
+    return multi_dot_grads(g, arrays)
+
+
+def multi_dot_grads_back(gz, g, arrays):
+    """The gradients of multi_dot_grads(g, arrays) given those of its results ``gz`` (None where
+    none). multi_dot_grads(g, arrays)[i] is the gradient of <g, multi_dot(arrays)> wrt arrays[i],
+    which is linear in arrays[i], so <gz[i], it> = <g, multi_dot(arrays, with gz[i] in place i)>."""
+    mats = _as_matrices(arrays)
+    xp = array_module(*mats)
+    g2 = xp.asarray(g).reshape(mats[0].shape[0], mats[-1].shape[1])
+    dg = xp.zeros_like(g2)
+    darr = [xp.zeros_like(m) for m in mats]
+    for i, gi in enumerate(gz):
+        if gi is None:
+            continue
+        swapped = list(mats)
+        swapped[i] = xp.asarray(gi).reshape(mats[i].shape)
+        dg = dg + _chain(swapped)
+        for j, gj in enumerate(_grads_of_product(g2, swapped)):
+            if j != i:
+                darr[j] = darr[j] + gj
+    return dg.reshape(np.shape(g)), _shaped(darr, arrays)
+
+
+def _multi_dot_list(arrays, out) -> bool:
+    """Is ``arrays`` a list (else one stacked array)? Refuses out=."""
+    if out is not None:
+        refuse("np.linalg.multi_dot(..., out=...) is not differentiable (it writes in place)")
+    return isinstance(arrays, (list, tuple))
+
+
+@adjoint(np.linalg.multi_dot)
+def multi_dot(y, arrays, out=None):
+    if _multi_dot_list(arrays, out):
+        d[arrays] = multi_dot_grads(d[y], arrays)
+    else:
+        d[arrays] = multi_dot_grads_stacked(d[y], arrays)
+
+
+@adjoint(multi_dot_grads, outputs=2)
+def multi_dot_grads_(z, g, arrays):
+    d[g], d[arrays] = multi_dot_grads_back(d[z], g, arrays)
+
+
+@adjoint(multi_dot_grads_stacked)
+def multi_dot_grads_stacked_(z, g, arrays):
+    d[g], d[arrays] = multi_dot_grads_back(d[z], g, arrays)
+
+
+@adjoint(multi_dot_grads_back, outputs=2)
+def multi_dot_grads_back_(z, gz, g, arrays):
+    t = static(refuse("np.linalg.multi_dot: third derivatives have no rule; write the product "  # noqa: F841
+                      "with @"))

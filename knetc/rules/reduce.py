@@ -6,7 +6,7 @@ from .registry import adjoint, static
 
 @adjoint(np.sum)
 def sum_(y, a, axis=None, dtype=None, out=None, keepdims=False):
-    if axis is None:  # a scalar spread over the input: one fill, in the input's dtype
+    if axis is None or y.ndim == 0:  # a scalar spread over the input: one fill, in its dtype
         d[a] = np.full(a.shape, d[y], a.dtype)
     elif keepdims:
         d[a] = np.broadcast_to(d[y], a.shape)
@@ -16,8 +16,10 @@ def sum_(y, a, axis=None, dtype=None, out=None, keepdims=False):
 
 @adjoint(np.mean)
 def mean(y, a, axis=None, dtype=None, out=None, keepdims=False):
-    if axis is None:
-        d[a] = np.full(a.shape, d[y] / static(np.size(a.val)), a.dtype)
+    if a.size == 0:   # the mean of nothing is nan; the gradient of no entries is empty
+        d[a] = np.zeros(a.shape, a.dtype)
+    elif axis is None or y.ndim == 0:
+        d[a] = np.full(a.shape, d[y] / static(np.size(a.val) // max(np.size(y.val), 1)), a.dtype)
     elif keepdims:
         d[a] = np.broadcast_to(d[y] / static(np.size(a.val) // max(np.size(y.val), 1)), a.shape)
     else:

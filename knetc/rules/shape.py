@@ -7,12 +7,15 @@ from ..compiler import ir
 from ..compiler.tape import Sym
 from ..compiler.values import index_expr, value_expr
 from ..runtime import prims
-from .registry import adjoint, adjoint_emitter, static, unbroadcast
+from .registry import adjoint, adjoint_emitter, nondifferentiable, static, unbroadcast
 
 
 @adjoint(np.reshape)
 def reshape(y, a, shape=None, order="C"):
-    d[a] = np.reshape(d[y], a.shape)
+    if y.ndim == 0:   # d[y] may be a Python float (the loss's seed): keep a's dtype
+        d[a] = np.full(a.shape, d[y], a.dtype)
+    else:
+        d[a] = np.reshape(d[y], a.shape)
 
 
 @adjoint(np.transpose)
@@ -35,7 +38,10 @@ def moveaxis(y, a, source, destination):
 
 @adjoint(np.expand_dims, np.squeeze, np.ravel)
 def expand_dims(y, a, axis=None):
-    d[a] = np.reshape(d[y], a.shape)
+    if y.ndim == 0:
+        d[a] = np.full(a.shape, d[y], a.dtype)
+    else:
+        d[a] = np.reshape(d[y], a.shape)
 
 
 @adjoint(np.broadcast_to)
@@ -135,3 +141,8 @@ def astype(y, x, dtype):
 @adjoint(np.asarray, np.array, np.ascontiguousarray)
 def asarray(y, a, dtype=None):
     d[a] = d[y]
+
+
+# Selections by value: integer positions (no gradient); np.extract and np.compress are gathers
+# (specialize.Tape.apply writes them as indexing). Their shapes depend on the data: guarded.
+nondifferentiable(np.flatnonzero, np.argwhere)

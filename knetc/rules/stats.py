@@ -1,14 +1,28 @@
-"""Rules for statistics and cumulative functions: var, std, median, average; cumsum, cumprod, diff.
+"""Rules for statistics and cumulative functions: var, std, median, average, ptp, quantile,
+percentile; the NaN-ignoring nansum, nanmean, nanmax, nanmin, nanprod, nanvar, nanstd, nanmedian;
+cumsum, cumprod, diff.
 
 The helpers below (``_revcumsum``, ``_diff_back``) are called by the generated adjoint code and
-have rules of their own, so gradients of gradients work; ``_median_weights`` only depends on the
-order of the values and carries no gradient.
+have rules of their own, so gradients of gradients work; ``_median_weights`` (and
+``_nanmedian_weights``, ``_quantile_index``) only depend on the order of the values and carry no
+gradient.
+
+Conventions, as in JAX: the nan-functions give NaN entries a zero gradient (an all-NaN slice
+gives its entries 0); ``ptp``, ``nanmax`` and ``nanmin`` share the gradient equally between tied
+extrema (as ``np.max``); ``nanprod`` divides by the entries, as ``np.prod``'s rule does (an entry 0
+gives NaN). ``quantile`` and ``percentile`` (``method="linear"`` only) split the gradient between
+the two order statistics they interpolate, ``1 - t`` and ``t``; they are differentiable wrt ``q``
+as well (the slope between those two values). ``where=``, ``out=``, ``mean=`` and a traced
+``initial`` (but nansum's) are refused.
 """
 import operator
 
 import numpy as np
 
+from ..compiler.tape import Sym, syms_in
 from ..errors import NoRuleError
+from ..runtime.backend import array_module
+from .joining import scatter_take_along
 from .registry import adjoint, nondifferentiable, static
 
 
@@ -277,3 +291,282 @@ def diff(y, a, n=1, axis=-1, prepend=None, append=None):
             d[append] = np.sum(_diff_back(d[y], n, static(axis % a.ndim),
                                           static(_joined(a, prepend, append, axis)))[
                 static(_part("append", a, prepend, append, axis))])
+
+
+# -- ptp and the NaN-ignoring reductions ---------------------------------------------------------
+
+def _plain(name, where=None, out=None, initial=None, mean=None):
+    """Refuses the forms without a rule (decided when code is generated)."""
+    if where is not None and where is not True:
+        _refuse(f"{name}(..., where=...) has no gradient rule; select with np.where(mask, a, np.nan) "
+                "instead")
+    if out is not None:
+        _refuse(f"{name}(..., out=...) is not differentiable (it writes in place)")
+    if mean is not None:
+        _refuse(f"{name}(..., mean=...) has no gradient rule; leave the mean to NumPy")
+    if any(isinstance(v, Sym) and v.diff for v in syms_in(initial)):
+        _refuse(f"{name}: initial= is differentiable only in np.nansum; pass a constant")
+    return True
+
+
+def _ddof(ddof, correction):
+    return ddof if correction is None else correction
+
+
+@adjoint(np.ptp)    # max - min: ties share, as in np.max's rule
+def ptp(y, a, axis=None, out=None, keepdims=False):
+    if _plain("np.ptp", out=out):
+        if axis is None or keepdims or y.ndim == 0:
+            g = d[y]
+        else:
+            g = np.expand_dims(d[y], axis)
+        hi = (a == np.max(a, axis=axis, keepdims=True)).astype(a.dtype)
+        lo = (a == np.min(a, axis=axis, keepdims=True)).astype(a.dtype)
+        d[a] = g * (hi / np.sum(hi, axis=axis, keepdims=True) - lo / np.sum(lo, axis=axis, keepdims=True))
+
+
+@adjoint(np.nansum)
+def nansum(y, a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
+    if _plain("np.nansum", where, out):
+        if axis is None or keepdims or y.ndim == 0:
+            g = d[y]
+        else:
+            g = np.expand_dims(d[y], axis)
+        if dtype is None:
+            d[a] = (~np.isnan(a)).astype(a.dtype) * g
+        else:
+            d[a] = ((~np.isnan(a)).astype(a.dtype) * g).astype(a.dtype)
+        d[initial] = np.sum(d[y])
+
+
+@adjoint(np.nanmean)
+def nanmean(y, a, axis=None, dtype=None, out=None, keepdims=False, where=None):
+    if _plain("np.nanmean", where, out):
+        if axis is None or keepdims or y.ndim == 0:
+            g = d[y]
+        else:
+            g = np.expand_dims(d[y], axis)
+        m = (~np.isnan(a)).astype(a.dtype)
+        if dtype is None:
+            d[a] = m * g / np.maximum(np.sum(m, axis=axis, keepdims=True), 1)
+        else:
+            d[a] = (m * g / np.maximum(np.sum(m, axis=axis, keepdims=True), 1)).astype(a.dtype)
+
+
+@adjoint(np.nanmax, np.nanmin)   # NaNs never equal the result: no gradient
+def nanextremum(y, a, axis=None, out=None, keepdims=False, initial=None, where=None):
+    if _plain("np.nanmax/np.nanmin", where, out, initial):
+        if axis is None or keepdims or y.ndim == 0:
+            m = (a == y).astype(a.dtype)
+            d[a] = d[y] * m / np.maximum(np.sum(m, axis=axis, keepdims=True), 1)
+        else:
+            m = (a == np.expand_dims(y, axis)).astype(a.dtype)
+            d[a] = np.expand_dims(d[y], axis) * m / np.maximum(np.sum(m, axis=axis, keepdims=True), 1)
+
+
+@adjoint(np.nanprod)
+def nanprod(y, a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
+    if _plain("np.nanprod", where, out, initial):
+        if axis is None or keepdims or y.ndim == 0:
+            gy = d[y] * y
+        else:
+            gy = np.expand_dims(d[y] * y, axis)
+        if dtype is None:
+            d[a] = np.where(np.isnan(a), 0, gy / np.where(np.isnan(a), 1, a))
+        else:
+            d[a] = np.where(np.isnan(a), 0, gy / np.where(np.isnan(a), 1, a)).astype(a.dtype)
+
+
+@adjoint(np.nanvar)
+def nanvar(y, a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, mean=None,
+           correction=None):
+    # 2 (a - nanmean) / (count - ddof), the count of each slice's non-NaN entries; 0 where the
+    # result is NaN (count <= ddof)
+    if _plain("np.nanvar", where, out, mean=mean):
+        if axis is None or keepdims or y.ndim == 0:
+            g = d[y] * 2
+        else:
+            g = np.expand_dims(d[y] * 2, axis)
+        n = np.sum((~np.isnan(a)).astype(a.dtype), axis=axis, keepdims=True)
+        c = n - static(_ddof(ddof, correction))
+        skip = np.isnan(a) | (c <= 0)      # NaNs, and slices whose result is NaN (count <= ddof)
+        a0 = np.where(np.isnan(a), 0, a)   # finite: no NaN * 0 in second derivatives
+        dev = (a0 - np.sum(a0, axis=axis, keepdims=True) / np.maximum(n, 1)) / np.where(c > 0, c, 1)
+        if dtype is None:
+            d[a] = np.where(skip, 0, g * dev)
+        else:
+            d[a] = np.where(skip, 0, g * dev).astype(a.dtype)
+
+
+@adjoint(np.nanstd)
+def nanstd(y, a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, where=None, mean=None,
+           correction=None):
+    # d std = d var / (2 std)
+    if _plain("np.nanstd", where, out, mean=mean):
+        if axis is None or keepdims or y.ndim == 0:      # (a NaN result: no gradient, below)
+            g = d[y] / np.where(np.isnan(y), 1, y)
+        else:
+            g = np.expand_dims(d[y] / np.where(np.isnan(y), 1, y), axis)
+        n = np.sum((~np.isnan(a)).astype(a.dtype), axis=axis, keepdims=True)
+        c = n - static(_ddof(ddof, correction))
+        skip = np.isnan(a) | (c <= 0)      # NaNs, and slices whose result is NaN (count <= ddof)
+        a0 = np.where(np.isnan(a), 0, a)   # finite: no NaN * 0 in second derivatives
+        dev = (a0 - np.sum(a0, axis=axis, keepdims=True) / np.maximum(n, 1)) / np.where(c > 0, c, 1)
+        if dtype is None:
+            d[a] = np.where(skip, 0, g * dev)
+        else:
+            d[a] = np.where(skip, 0, g * dev).astype(a.dtype)
+
+
+def _nanmedian_weights(a, axis=None):
+    """As ``_median_weights``, among each slice's non-NaN entries (NaNs weigh 0)."""
+    xp = array_module(a)
+    a = xp.asarray(a)
+    dtype = a.dtype if a.dtype.kind == "f" else np.float64
+    axes = _axes(a.ndim, axis)
+    if not axes:
+        return (~xp.isnan(a)).astype(dtype)
+    rest = [i for i in range(a.ndim) if i not in axes]
+    moved = xp.transpose(a, rest + list(axes))
+    flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
+    k = xp.sum(~xp.isnan(flat), axis=-1, keepdims=True)           # NaNs sort last
+    rank = xp.argsort(xp.argsort(flat, axis=-1, kind="stable"), axis=-1, kind="stable")
+    w = ((rank == (k - 1) // 2).astype(dtype) + (rank == k // 2).astype(dtype)) * 0.5
+    w = xp.where(rank < k, w, 0).reshape(moved.shape)
+    return xp.transpose(w, [int(i) for i in np.argsort(rest + list(axes))])
+
+
+nondifferentiable(_nanmedian_weights)
+
+
+@adjoint(np.nanmedian)
+def nanmedian(y, a, axis=None, out=None, overwrite_input=False, keepdims=False):
+    if _plain("np.nanmedian", out=out):
+        if axis is None or keepdims or y.ndim == 0:
+            d[a] = d[y] * _nanmedian_weights(a, axis)
+        else:
+            d[a] = np.expand_dims(d[y], axis) * _nanmedian_weights(a, axis)
+
+
+# -- quantile, percentile ------------------------------------------------------------------------
+# The reduced axes of a are moved last and flattened: am, shaped rest + (n,). With q raveled to
+# (Q,), the value is am's order statistics lo and hi (indices into am's last axis, shaped
+# rest + (Q,)) weighted 1 - t and t, t the fractional part of q (n - 1). d[y] is brought to the
+# same rest + (Q,) layout, scattered back into am's layout, then into a's.
+
+class _QLayout:
+    def __init__(self, a, q, axis):
+        shape = _shape(a)
+        nd = len(shape)
+        red = _axes(nd, axis)
+        rest = tuple(i for i in range(nd) if i not in red)
+        self.perm = rest + red
+        self.rest = tuple(shape[i] for i in rest)
+        self.n = int(np.prod([shape[i] for i in red], dtype=np.int64))
+        self.flat = self.rest + (self.n,)
+        self.moved = self.rest + tuple(shape[i] for i in red)
+        self.inverse = tuple(int(i) for i in np.argsort(self.perm))
+        qs = _shape(q)
+        self.qshape = qs
+        self.Q = int(np.prod(qs, dtype=np.int64))
+        nq, nr = len(qs), len(self.rest)
+        self.g_in = qs + self.rest                                   # d[y] without kept axes
+        self.g_perm = tuple(range(nq, nq + nr)) + tuple(range(nq))    # q's axes last
+        self.g_flat = self.rest + (self.Q,)
+        self.rest_axes = tuple(range(nr))
+
+
+def _layout(a, q, axis):
+    return _QLayout(a, q, axis)
+
+
+def _linear(name, method, weights, out):
+    if method != "linear":
+        _refuse(f"{name}(..., method={method!r}) has no gradient rule; method='linear' (the "
+                "default) is differentiable")
+    if weights is not None:
+        _refuse(f"{name}(..., weights=...) has no gradient rule")
+    if out is not None:
+        _refuse(f"{name}(..., out=...) is not differentiable (it writes in place)")
+    return True
+
+
+def _dtype_of(v):
+    return v.dtype if isinstance(v, Sym) else np.asarray(v).dtype
+
+
+def _quantile_index(am, qq, upper):
+    """Where in am's last axis the lower (``upper=0``) or upper (1) order statistic of each
+    quantile qq (in [0, 1], shaped (Q,)) is: integers shaped am.shape[:-1] + (Q,)."""
+    xp = array_module(am)
+    am = xp.asarray(am)
+    n = am.shape[-1]
+    h = xp.asarray(qq, dtype=np.float64) * (n - 1)
+    i = xp.clip(xp.floor(h).astype(np.intp), 0, n - 1)
+    if upper:
+        i = xp.minimum(i + 1, n - 1)
+    order = xp.argsort(am, axis=-1, kind="stable")
+    return xp.take(order, i, axis=-1)
+
+
+nondifferentiable(_quantile_index)   # integer positions
+
+
+@adjoint(np.quantile)
+def quantile(y, a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False,
+             weights=None):
+    if _linear("np.quantile", method, weights, out):
+        am = np.reshape(np.transpose(a, static(_layout(a, q, axis).perm)), static(_layout(a, q, axis).flat))
+        qq = np.ravel(q)
+        lo = _quantile_index(am, qq, 0)
+        hi = _quantile_index(am, qq, 1)
+        h = qq * static(float(_layout(a, q, axis).n - 1))
+        t = (h - np.floor(h)).astype(static(_dtype_of(a)))
+        if y.ndim == 0:
+            g = d[y]
+        else:
+            g = np.reshape(np.transpose(np.reshape(d[y], static(_layout(a, q, axis).g_in)),
+                                        static(_layout(a, q, axis).g_perm)),
+                           static(_layout(a, q, axis).g_flat))
+        ga = np.transpose(np.reshape(scatter_take_along(g * (1 - t), lo, -1, static(_layout(a, q, axis).flat))
+                                     + scatter_take_along(g * t, hi, -1, static(_layout(a, q, axis).flat)),
+                                     static(_layout(a, q, axis).moved)),
+                          static(_layout(a, q, axis).inverse))
+        if _dtype_of(y) == _dtype_of(a):
+            d[a] = ga
+        else:
+            d[a] = ga.astype(static(_dtype_of(a)))
+        d[q] = np.reshape(np.sum(g * (np.take_along_axis(am, hi, -1) - np.take_along_axis(am, lo, -1)),
+                                 axis=static(_layout(a, q, axis).rest_axes))
+                          * static(float(_layout(a, q, axis).n - 1)),
+                          q.shape).astype(static(_dtype_of(q)))
+
+
+@adjoint(np.percentile)   # quantile(a, q / 100)
+def percentile(y, a, q, axis=None, out=None, overwrite_input=False, method="linear", keepdims=False,
+               weights=None):
+    if _linear("np.percentile", method, weights, out):
+        am = np.reshape(np.transpose(a, static(_layout(a, q, axis).perm)), static(_layout(a, q, axis).flat))
+        qq = np.ravel(q) / 100
+        lo = _quantile_index(am, qq, 0)
+        hi = _quantile_index(am, qq, 1)
+        h = qq * static(float(_layout(a, q, axis).n - 1))
+        t = (h - np.floor(h)).astype(static(_dtype_of(a)))
+        if y.ndim == 0:
+            g = d[y]
+        else:
+            g = np.reshape(np.transpose(np.reshape(d[y], static(_layout(a, q, axis).g_in)),
+                                        static(_layout(a, q, axis).g_perm)),
+                           static(_layout(a, q, axis).g_flat))
+        ga = np.transpose(np.reshape(scatter_take_along(g * (1 - t), lo, -1, static(_layout(a, q, axis).flat))
+                                     + scatter_take_along(g * t, hi, -1, static(_layout(a, q, axis).flat)),
+                                     static(_layout(a, q, axis).moved)),
+                          static(_layout(a, q, axis).inverse))
+        if _dtype_of(y) == _dtype_of(a):
+            d[a] = ga
+        else:
+            d[a] = ga.astype(static(_dtype_of(a)))
+        d[q] = np.reshape(np.sum(g * (np.take_along_axis(am, hi, -1) - np.take_along_axis(am, lo, -1)),
+                                 axis=static(_layout(a, q, axis).rest_axes))
+                          * static(float(_layout(a, q, axis).n - 1) / 100),
+                          q.shape).astype(static(_dtype_of(q)))
