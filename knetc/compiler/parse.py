@@ -21,8 +21,10 @@ specialization runs, so that a cache of compiled code can notice a ``__code__`` 
 from __future__ import annotations
 
 import __future__
+import ast
 import contextlib
 import inspect
+import linecache
 import textwrap
 import threading
 import types
@@ -127,7 +129,7 @@ def _forget(key):
 def _parse(fn, code, allowed) -> Parsed:
     filename = code.co_filename
     try:
-        lines, _ = inspect.findsource(code)     # the file's text now (linecache re-checked)
+        lines = _file_lines(filename, code)    # the file's text now
     except (OSError, TypeError) as e:
         if "out of bounds" in str(e):        # the file is now shorter than the running code's
             raise _stale(fn, code) from None
@@ -143,10 +145,23 @@ def _parse(fn, code, allowed) -> Parsed:
         node = _find_node(tree, code)
         if node is None or not any(same_code(c, code) for c in _compiled(module, code)):
             raise _stale(fn, code)
+        node = gast.ast_to_gast(node)    # only this function's part of the file
     else:
         node = _parse_alone(fn, code, flags)
     fence(node, filename, allowed)
     return Parsed(node, filename, fn.__qualname__)
+
+
+def _file_lines(filename: str, code) -> list[str]:
+    """The lines of ``filename`` as they are now (linecache re-checks the file's size and time;
+    generated and interactive sources registered there are kept)."""
+    linecache.checkcache(filename)
+    lines = linecache.getlines(filename)
+    if not lines:
+        raise OSError("could not get source code")
+    if code.co_firstlineno > len(lines):
+        raise OSError("lineno is out of bounds")
+    return lines
 
 
 # Whole files, parsed and compiled once per text (a few recent ones).
@@ -163,9 +178,9 @@ def _whole_file(filename: str, text: str, flags: int):
         if hit is not None and hit[0] == text:
             _files.move_to_end(key)
             return hit[1]
-    try:
+    try:   # both in C: a whole file costs a few milliseconds once per version of its text
         module = compile(text, filename, "exec", flags=flags, dont_inherit=True)
-        tree = gast.parse(text)
+        tree = ast.parse(text)
     except (SyntaxError, ValueError):
         result = None
     else:
@@ -188,13 +203,14 @@ def _compiled(module, code):
 
 
 def _find_node(tree, code, indent=0):
-    """The def (or lambda) of ``code`` in a file's tree (first lines are file lines), or None."""
+    """The def (or lambda) of ``code`` in a file's ``ast`` tree (first lines are file lines), or
+    None."""
     line = code.co_firstlineno
     if code.co_name == "<lambda>":
-        return _find_lambda([n for n in gast.walk(tree)
-                             if isinstance(n, gast.Lambda) and n.lineno == line], code, indent)
-    for n in gast.walk(tree):
-        if isinstance(n, (gast.FunctionDef, gast.AsyncFunctionDef)) and n.name == code.co_name:
+        return _find_lambda([n for n in ast.walk(tree)
+                             if isinstance(n, ast.Lambda) and n.lineno == line], code, indent)
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == code.co_name:
             first = min([n.lineno] + [d.lineno for d in n.decorator_list])
             if line in (first, n.lineno):
                 return n
@@ -213,7 +229,7 @@ def _find_lambda(lambdas, code, indent=0):
             return lam
     names = code.co_varnames[:code.co_argcount]
     for lam in lambdas:
-        if tuple(a.id for a in lam.args.args) == names:
+        if tuple(getattr(a, "arg", None) or a.id for a in lam.args.args) == names:   # ast, gast
             return lam
     return lambdas[0]
 
