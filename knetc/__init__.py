@@ -9,7 +9,8 @@ from . import schedules, settings
 from .rules import load_all as _load_rules
 from .rules.registry import adjoint, adjoint_emitter, nondifferentiable
 from .errors import KnetcError, LossError, MutationError, NoRuleError, UnsupportedSyntax
-from .api import Differentiable, Grad, cache_info, differentiable, grad, gradloss, show
+from .api import (Differentiable, Grad, cache_info, differentiable, grad, gradloss, show,
+                  value_and_grad)
 from .runtime.prims import (elu, erf, gelu, getval, logp, logsumexp, mat, relu, selu, sigm,
                             softmax, training, training_mode)
 
@@ -33,6 +34,7 @@ __all__ = [
     "adjoint", "adjoint_emitter", "nondifferentiable",
     "KnetcError", "LossError", "MutationError", "NoRuleError", "UnsupportedSyntax",
     "Differentiable", "Grad", "cache_info", "differentiable", "grad", "gradloss", "show",
+    "value_and_grad",
     "elu", "erf", "gelu", "getval", "logp", "logsumexp", "mat", "relu", "selu", "sigm", "softmax",
     "training", "training_mode",
     "SGD", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Rmsprop", "optimizers", "update",

@@ -29,8 +29,9 @@ MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dep
 TIER0_AFTER = 2
 
 
-def _shared_cache(fun, argnum: int, with_loss: bool) -> SpecCache:
-    """One cache per (function, argnum, with_loss), shared by every grad(fun) made for it, so
+def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
+                  training: bool = True) -> SpecCache:
+    """One cache per (function, argnums, with_loss, has_aux), shared by every grad(fun) made for it, so
     ``knetc.grad(loss)(w, x, y)`` written inside a training loop compiles once, like a stored grad.
 
     Keyed by the function object (not only its code): closures of one def differ in their cells.
@@ -43,9 +44,10 @@ def _shared_cache(fun, argnum: int, with_loss: bool) -> SpecCache:
             per_fun = _CACHES[fun] = {}
     except TypeError:   # not weak-referenceable: a cache of its own
         return SpecCache()
-    cache = per_fun.get((argnum, with_loss))
+    key = (argnum, with_loss) if not has_aux and training else (argnum, with_loss, has_aux, training)
+    cache = per_fun.get(key)
     if cache is None:
-        cache = per_fun[(argnum, with_loss)] = SpecCache()
+        cache = per_fun[key] = SpecCache()
     return cache
 
 
@@ -77,12 +79,14 @@ class Grad(Inlinable):
     ``grad(f)`` keeps ``f`` callable as ``.fun``; ``.source(*args)`` returns the generated code.
     """
 
-    def __init__(self, fun: Callable, argnum: int = 0, with_loss: bool = False):
+    def __init__(self, fun: Callable, argnums=0, with_loss: bool = False, *, has_aux: bool = False,
+                 order: str = "grad"):
         if isinstance(fun, Closure):   # a def or lambda made inside a differentiated function
             fun = fun.as_function()
         if not callable(fun):
             raise TypeError(f"knetc.grad expects a function, got {type(fun).__name__}")
-        self.fun, self.with_loss = fun, with_loss
+        self.fun, self.with_loss, self.has_aux = fun, with_loss or order != "grad", has_aux
+        self.order = "gradloss" if with_loss and order == "grad" else order
         functools.update_wrapper(self, fun, updated=())  # keep our own __dict__
         if isinstance(fun, Grad):
             self._sig, self._target, self.prefix = fun._sig, fun, fun.prefix
@@ -100,12 +104,15 @@ class Grad(Inlinable):
         self._npos = sum(1 for k in self._kinds if k in (inspect.Parameter.POSITIONAL_ONLY,
                                                          inspect.Parameter.POSITIONAL_OR_KEYWORD))
         self._simple = self._npos == len(self._kinds) and not self.prefix
-        if not 0 <= argnum < len(own):    # argnum counts the callable's own parameters
-            raise TypeError(f"knetc.grad: argnum={argnum} but {getattr(fun, '__name__', fun)} takes "
-                            f"{len(own)} arguments")
-        self.argnum = len(names) + argnum
-        self._cache = _shared_cache(fun if self._target is fun else self._target, self.argnum,
-                                    with_loss)
+        # argnums count the callable's own parameters
+        own_argnums = _check_argnums(argnums, list(own), fun)
+        self.several = type(own_argnums) is tuple
+        self.argnums = tuple(len(names) + i for i in (own_argnums if self.several else (own_argnums,)))
+        self.argnum = self.argnums[0]
+        self._wrt = self.argnums if self.several else self.argnum
+        self._cache_of = fun if self._target is fun else self._target
+        self._train_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss, has_aux)
+        self._eval_cache = None
         self._lock = _LOCK
 
     def _bind(self, args, kwargs) -> tuple:
@@ -117,6 +124,17 @@ class Grad(Inlinable):
         b = self._sig.bind(*args, **kwargs)
         b.apply_defaults()
         return prefix + tuple(b.arguments[p] for p in self._params[len(prefix):])
+
+    @property
+    def _cache(self) -> SpecCache:
+        """The cache of this mode: gradients train (Knet's rule) unless the user asked for
+        ``training_mode(False)`` (eval-mode gradients: another specialization, cached apart)."""
+        if prims.training_requested() is not False:
+            return self._train_cache
+        if self._eval_cache is None:
+            self._eval_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss,
+                                             self.has_aux, training=False)
+        return self._eval_cache
 
     def __call__(self, *args, **kwargs):
         if kwargs or not self._simple or len(args) != self._npos:
@@ -137,9 +155,22 @@ class Grad(Inlinable):
                 except errors.GuardFailed:
                     continue
                 cache.hits += 1
-                return result if self.with_loss else result[0]
-        result = self._specialize_call(args, key, new_key=entries is None)
-        return result if self.with_loss else result[0]
+                return self.finish(result)
+        return self.finish(self._specialize_call(args, key, new_key=entries is None))
+
+    def finish(self, result):
+        """What the user gets from the generated code's ``(gradient, loss[, aux])``: the
+        gradient (``grad``), ``(gradient, loss)`` (``gradloss``) or ``(loss, gradient)``
+        (``value_and_grad``); with ``has_aux``, aux beside the loss as JAX places it."""
+        order = self.order
+        if self.has_aux:
+            g, loss, aux = result
+            if order == "grad":
+                return g, aux
+            return (g, loss, aux) if order == "gradloss" else ((loss, aux), g)
+        if order == "grad":
+            return result[0]
+        return result if order == "gradloss" else (result[1], result[0])
 
     def _revalidate(self) -> None:
         """Drop every cached entry if a function they were made from now runs other code."""
@@ -168,8 +199,9 @@ class Grad(Inlinable):
             with self._lock:
                 tier0 = not cache.seen_once(key)
         if tier0 and not isinstance(self.fun, Grad):
-            with prims.training_mode(True):
-                tr = trace(self._target, self._params, self._kinds, bound, self.argnum)
+            with prims.training_mode(_training()):
+                tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
+                           has_aux=self.has_aux)
                 if can_run_traced(tr):
                     cache.tier0 += 1
                     return run_traced(tr)
@@ -193,8 +225,9 @@ class Grad(Inlinable):
             fun = self._target
             if isinstance(fun, Grad):
                 fun = _grad_as_function(fun, bound)
-            with prims.training_mode(True):
-                traced = trace(fun, self._params, self._kinds, bound, self.argnum, pure=pure)
+            with prims.training_mode(_training()):
+                traced = trace(fun, self._params, self._kinds, bound, self._wrt, pure=pure,
+                               has_aux=self.has_aux)
         entry = compile_trace(traced)
         if isinstance(self.fun, Grad):   # grad(grad(f)): zero, not None, where nothing depends
             entry.run = _zeros_for_none(entry.run, self.argnum)
@@ -239,6 +272,11 @@ class Grad(Inlinable):
 
     def __repr__(self):
         return f"<knetc.grad of {getattr(self.fun, '__qualname__', self.fun)} wrt argument {self.argnum}>"
+
+
+def _training() -> bool:
+    """The mode a gradient is taken in: training unless the user asked for training_mode(False)."""
+    return prims.training_requested() is not False
 
 
 def _specializable(fun) -> tuple:
@@ -303,8 +341,12 @@ def _log(entry: Entry) -> None:
 
 def _grad_as_function(g: Grad, bound):
     """grad(grad(f)): the inner gradient's generated code, pure, as the function to differentiate."""
-    if g.with_loss:
-        raise errors.KnetcError("knetc: grad(gradloss(f)) is not supported; use grad(grad(f))")
+    if g.with_loss or g.several or g.has_aux:
+        filename, lineno = _user_code(g)
+        raise errors.KnetcError(
+            "knetc: grad of gradloss, value_and_grad, a tuple of argnums or has_aux is not supported",
+            filename=filename, lineno=lineno,
+            hint="Differentiate grad(f) with one int argnum: grad(grad(f, argnums=i), argnums=j).")
     x = bound[g.argnum]
     if not _is_scalar(x):
         name = getattr(_innermost(g), "__qualname__", "f")
@@ -411,24 +453,68 @@ def _guard_error(fun, e: errors.GuardFailed) -> errors.KnetcError:
              "the differentiated function, or pass the values it reads as arguments.")
 
 
-def grad(fun: Callable | None = None, argnum: int = 0) -> Grad:
-    """The gradient of scalar function ``fun`` wrt its argument ``argnum`` (also a decorator).
+def _check_argnums(argnums, params: list, fun):
+    """``argnums`` as an index (an int) or a tuple of indices into ``params``; negative values
+    count from the end. Anything else is a KnetcError saying what is allowed."""
+    name = getattr(fun, "__qualname__", None) or type(fun).__name__
+    allowed = (f"an int from {-len(params)} to {len(params) - 1} or a tuple of them "
+               f"({name} takes {', '.join(params) or 'no arguments'})")
 
-    >>> dw = knetc.grad(loss)(w, x, y)     # same structure as w
+    def one(i):
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+            raise errors.ArgumentError(f"knetc.grad: argnums={argnums!r} is not {allowed}")
+        if not -len(params) <= i < len(params):
+            raise errors.ArgumentError(f"knetc.grad: argnums={argnums!r} is out of range: use {allowed}")
+        return int(i) % len(params)
+    if isinstance(argnums, (tuple, list)):
+        if not argnums:
+            raise errors.ArgumentError(f"knetc.grad: argnums=() names no argument: use {allowed}")
+        out = tuple(one(i) for i in argnums)
+        if len(set(out)) != len(out):
+            raise errors.ArgumentError(f"knetc.grad: argnums={argnums!r} names an argument twice")
+        return out
+    return one(argnums)
+
+
+def _argnums(argnums, argnum):
+    """``argnum`` is the older spelling of ``argnums`` (Knet's, and this package's first)."""
+    return argnums if argnum is None else argnum
+
+
+def grad(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool = False) -> Grad:
+    """The gradient of scalar function ``fun`` wrt its argument ``argnums`` (also a decorator).
+
+    ``argnums``: an int, or a tuple of ints for a tuple of gradients (negative: from the end);
+    ``argnum`` is an alias. ``has_aux=True``: ``fun`` returns ``(loss, aux)`` and the call
+    returns ``(gradient, aux)``; aux may hold arrays and Python values, never differentiated.
+
+    >>> dw = knetc.grad(loss)(w, x, y)                         # same structure as w
+    >>> dw, dx = knetc.grad(loss, argnums=(0, 1))(w, x, y)
+    >>> dw, aux = knetc.grad(loss_and_stats, has_aux=True)(w, x, y)
     """
+    argnums = _argnums(argnums, argnum)
     if fun is None:
-        return lambda f: Grad(f, argnum)
-    return Grad(fun, argnum)
+        return lambda f: Grad(f, argnums, has_aux=has_aux)
+    return Grad(fun, argnums, has_aux=has_aux)
 
 
-def gradloss(fun: Callable, argnum: int = 0) -> Grad:
-    """Like grad, but returns ``(gradient, loss)`` from one pass."""
-    return Grad(fun, argnum, with_loss=True)
+def gradloss(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False) -> Grad:
+    """Like grad, but returns ``(gradient, loss)`` from one pass (``(gradient, loss, aux)`` with
+    ``has_aux``)."""
+    return Grad(fun, _argnums(argnums, argnum), order="gradloss", has_aux=has_aux)
 
 
-def show(fun: Callable, *args, argnum: int = 0, **kwargs) -> str:
+def value_and_grad(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False) -> Grad:
+    """JAX's order: ``(loss, gradient)``, or ``((loss, aux), gradient)`` with ``has_aux``.
+
+    >>> loss, dw = knetc.value_and_grad(loss_fn)(w, x, y)
+    """
+    return Grad(fun, _argnums(argnums, argnum), order="value_and_grad", has_aux=has_aux)
+
+
+def show(fun: Callable, *args, argnum: int = 0, argnums=None, **kwargs) -> str:
     """The generated adjoint source of ``fun`` for these arguments."""
-    g = fun if isinstance(fun, Grad) else Grad(fun, argnum)
+    g = fun if isinstance(fun, Grad) else Grad(fun, argnum if argnums is None else argnums)
     return g.source(*args, **kwargs)
 
 
@@ -453,17 +539,30 @@ class Differentiable:
     >>> loss(w, x, y); loss.grad(w, x, y); loss.gradloss(w, x, y); print(loss.source(w, x, y))
     """
 
-    def __init__(self, fun: Callable, argnum: int = 0):
+    def __init__(self, fun: Callable, argnums=0, *, has_aux: bool = False):
         self.fun = fun
-        self._g = Grad(fun, argnum, with_loss=True)
+        self._g = Grad(fun, argnums, order="gradloss", has_aux=has_aux)
         functools.update_wrapper(self, fun, updated=())
+
+    @property
+    def _cache(self) -> SpecCache:
+        """The cache of this mode: gradients train (Knet's rule) unless the user asked for
+        ``training_mode(False)`` (eval-mode gradients: another specialization, cached apart)."""
+        if prims.training_requested() is not False:
+            return self._train_cache
+        if self._eval_cache is None:
+            self._eval_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss,
+                                             self.has_aux, training=False)
+        return self._eval_cache
 
     def __call__(self, *args, **kwargs):
         return self.fun(*args, **kwargs)
 
     def grad(self, *args, **kwargs):
-        """The gradient wrt argument ``argnum`` (same structure as that argument)."""
-        return self._g(*args, **kwargs)[0]
+        """The gradient wrt argument ``argnums`` (same structure as that argument); with
+        ``has_aux``, ``(gradient, aux)``."""
+        out = self._g(*args, **kwargs)
+        return (out[0], out[2]) if self._g.has_aux else out[0]
 
     def gradloss(self, *args, **kwargs):
         """``(gradient, loss)`` from one pass."""
@@ -474,8 +573,9 @@ class Differentiable:
         return self._g.source(*args, **kwargs)
 
 
-def differentiable(fun: Callable | None = None, argnum: int = 0):
+def differentiable(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool = False):
     """Decorator keeping ``fun`` callable while exposing ``.grad``, ``.gradloss`` and ``.source``."""
+    argnums = _argnums(argnums, argnum)
     if fun is None:
-        return lambda f: Differentiable(f, argnum)
-    return Differentiable(fun, argnum)
+        return lambda f: Differentiable(f, argnums, has_aux=has_aux)
+    return Differentiable(fun, argnums, has_aux=has_aux)

@@ -41,6 +41,11 @@ class NoRuleError(KnetcError):
     """A call to a function with no Python source and no registered derivative rule."""
 
 
+class ArgumentError(KnetcError, TypeError):
+    """knetc.grad called with arguments it cannot take (``argnums`` out of range, a wrong type);
+    also a TypeError, as Python raises for a bad argument."""
+
+
 class LossError(KnetcError):
     """The function's result is not a scalar, or the differentiated argument holds no float."""
 

@@ -18,13 +18,20 @@ _state = threading.local()
 
 def training() -> bool:
     """True while knetc is differentiating (or inside ``training_mode(True)``): dropout is active."""
-    return getattr(_state, "training", False)
+    return bool(getattr(_state, "training", False))
+
+
+def training_requested() -> bool | None:
+    """The mode the user asked for with ``training_mode(flag)`` around this code, or None when
+    nobody did: ``knetc.grad`` then trains (Knet's rule), and under ``training_mode(False)`` it
+    gives eval-mode gradients (running moments used and kept, no dropout)."""
+    return getattr(_state, "training", None)
 
 
 @contextlib.contextmanager
 def training_mode(flag: bool = True):
     """Turn training behaviour (dropout, batchnorm statistics) on or off in this thread."""
-    old = getattr(_state, "training", False)
+    old = getattr(_state, "training", None)
     _state.training = flag
     try:
         yield

@@ -212,7 +212,7 @@ def test_eval_spec():
     (["show", "{script}:loss", "--args", "().__class__"], "not allowed"),
     (["show", "{script}:loss", "--args", "f32(-1)"], "non-negative"),
     (["show", "{script}:loss"], "--args"),
-    (["show", "{script}:loss", "--args", "f32(3)", "--argnum", "5"], "argnum=5"),
+    (["show", "{script}:loss", "--args", "f32(3)", "--argnum", "5"], "argnums=5"),
     (["show", "{script}:loss", "--args", "f32(3), f32(3, 2), i64(3)"], "failed on --args"),
     (["show", "{script}:bad", "--args", "[f32(2, 2)],"], "w[0][0] = 1.0"),
 ])

@@ -25,7 +25,7 @@ from .values import call_expr, dtype_expr, value_expr
 class Entry:
     """One cached specialization: the compiled adjoint and how it was made.
 
-    ``fn`` is the generated function; ``run`` calls it, inside ``training_mode(True)`` when its
+    ``fn`` is the generated function; ``run`` calls it, inside its training mode when its
     code calls primitives that read the training flag (dropout, batchnorm, user rules).
     ``info``: what it is (``function``, ``where``, ``wrt``, ``specialized``), for tools."""
     fn: object
@@ -48,27 +48,37 @@ class Trace:
     fn: object
     params: list
     args: tuple
-    argnum: int
+    argnums: tuple        # the differentiated parameters (indices)
     pure: bool
     xp: object
     tape: Tape
     adj: Adjoint
-    wrt: object
+    wrt: object           # the mirrored differentiated argument (a tuple of them: ``several``)
     loss: object
     started: float
+    several: bool = False     # argnums given as a tuple: the gradient is a tuple
+    aux: object = None        # has_aux: what the function returned beside the loss
+    has_aux: bool = False
+    training: bool = True     # the mode it was traced in (prims.training())
 
 
-def trace(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bool = False) -> Trace:
-    """Specialize ``fn`` to ``args`` and write the adjoint wrt ``args[argnum]`` (no code yet)."""
+def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
+          has_aux: bool = False) -> Trace:
+    """Specialize ``fn`` to ``args`` and write the adjoint wrt ``args[i]`` for ``i`` in
+    ``argnums`` (an int, or a tuple: then the gradient is a tuple), no code yet. ``has_aux``:
+    ``fn`` returns ``(loss, aux)``; aux is handed back as a value, never differentiated."""
     t0 = time.perf_counter()
+    several = type(argnums) is tuple
+    argnums = argnums if several else (argnums,)
     xp = _array_module(fn, params, args)
     tape = Tape()
     tape.taken.update(params)
     spec = Specializer(tape)
-    mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i == argnum))
+    mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i in argnums))
                 for i, (p, a) in enumerate(zip(params, args))]
-    wrt = mirrored[argnum]
-    _check_parameter(wrt, params[argnum], fn)
+    for i in argnums:
+        _check_parameter(mirrored[i], params[i], fn)
+    wrt = tuple(mirrored[i] for i in argnums) if several else mirrored[argnums[0]]
     tape.loc = (fn.__code__.co_filename, fn.__code__.co_firstlineno)
     call_args, call_kwargs = [], {}
     for p, kind, value in zip(params, kinds, mirrored):
@@ -81,12 +91,32 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnum: int, pure: bo
         else:
             call_args.append(value)
     result = spec.run(fn, call_args, call_kwargs)
+    aux = None
+    if has_aux:
+        result, aux = _split_aux(result, fn, spec.result_loc)
     loss = _check_loss(result, fn, spec.result_loc)
     # GPU fusion reads named values only: there, slices of gradients keep their own statements.
     adj = Adjoint(tape, pure, inline_views=not _fuses(xp))
     if type(loss) is Sym and loss.diff:
         adj.run(loss)
-    return Trace(fn, params, args, argnum, pure, xp, tape, adj, wrt, loss, t0)
+    return Trace(fn, params, args, argnums, pure, xp, tape, adj, wrt, loss, t0, several, aux,
+                 has_aux, prims.training())
+
+
+def _split_aux(result, fn, loc):
+    """``(loss, aux)`` of a function differentiated with ``has_aux=True``."""
+    if type(result) in (tuple, list) and len(result) == 2:
+        return result[0], result[1]
+    code = getattr(fn, "__code__", None)
+    filename, lineno = loc if loc[1] is not None else \
+        ((code.co_filename, code.co_firstlineno) if code is not None else (None, None))
+    got = f"{len(result)} values" if type(result) in (tuple, list) else f"a {type(result).__name__}"
+    raise errors.LossError(
+        f"knetc: {getattr(fn, '__qualname__', fn)} was differentiated with has_aux=True but "
+        f"returned {got}",
+        filename=filename, lineno=lineno,
+        hint="With has_aux=True, return a pair: return loss, aux (aux may hold arrays and Python "
+             "values; it is returned as it is, never differentiated).")
 
 
 def compile_trace(tr: Trace) -> Entry:
@@ -114,7 +144,8 @@ def compile_trace(tr: Trace) -> Entry:
     stmts = insert_frees(stmts, keep=set(stmts[-1].uses) | reads | set(params), nbytes=sizes)
 
     name = f"{identifier(fn.__name__)}_grad"
-    info = {"function": fn.__qualname__, "where": _where(fn), "wrt": params[tr.argnum],
+    info = {"function": fn.__qualname__, "where": _where(fn),
+            "wrt": ", ".join(params[i] for i in tr.argnums),
             "specialized": "(" + ", ".join(describe(a) for a in args) + ")", "pure": tr.pure}
     header = [f"knetc: gradient of {info['function']} ({info['where']}) wrt {info['wrt']}",
               f"specialized to {info['specialized']}" + ("; pure (no in-place updates)" if tr.pure else "")]
@@ -127,7 +158,7 @@ def compile_trace(tr: Trace) -> Entry:
     namespace.update(kernels)
     compiled = compile_function(source, name, namespace)
     nops = sum(1 for s in stmts if type(s) not in (ir.Free, ir.Return))
-    run = _in_training(compiled) if _reads_training(tape) else compiled
+    run = _in_mode(compiled, tr.training) if _reads_training(tape) else compiled
     return Entry(compiled, source, name, nops, time.perf_counter() - tr.started, info=info, run=run)
 
 
@@ -137,10 +168,11 @@ def _reads_training(tape) -> bool:
                                       or not op.rule.builtin) for op in tape.ops)
 
 
-def _in_training(fn):
-    """``fn`` run with the training flag on (dropout active while differentiating), as when traced."""
+def _in_mode(fn, training: bool):
+    """``fn`` run in the training mode it was traced in (dropout active while differentiating,
+    unless the user asked for eval-mode gradients)."""
     def run(*args):
-        with prims.training_mode(True):
+        with prims.training_mode(training):
             return fn(*args)
     return run
 
@@ -226,8 +258,15 @@ def _result_expr(tr: Trace) -> ir.Expr:
     fresh = {s.defs[0] for s in tr.adj.stmts
              if type(s) in (ir.Accumulate, ir.ScatterAdd) or (type(s) is ir.Assign and s.fresh)}
     given: set[str] = set()
-    grads = _grad_structure(tr.wrt, tr.adj, _widest_float(tr.tape), fresh, given)
-    return ir.Tuple([grads, value_expr(tr.loss, tr.tape)])
+    widest = _widest_float(tr.tape)
+    if tr.several:
+        grads = ir.Tuple([_grad_structure(w, tr.adj, widest, fresh, given) for w in tr.wrt])
+    else:
+        grads = _grad_structure(tr.wrt, tr.adj, widest, fresh, given)
+    out = [grads, value_expr(tr.loss, tr.tape)]
+    if tr.has_aux:
+        out.append(value_expr(tr.aux, tr.tape))
+    return ir.Tuple(out)
 
 
 def _grad_structure(value, adj, widest: int, fresh: set, given: set) -> ir.Expr:

@@ -103,6 +103,10 @@ class Inlinable:
     def specialize(self, args, kwargs=None, *, pure: bool = False):
         raise NotImplementedError
 
+    def finish(self, result):
+        """What the gradient function returns, from its code's ``(gradient, loss[, aux])``."""
+        raise NotImplementedError
+
     def bind(self, args, kwargs=None) -> tuple:
         """One value per parameter of the generated code (what ``specialize``'s entry takes):
         the call's arguments, after what a bound method or partial binds, defaults filled in."""
@@ -396,8 +400,7 @@ class Specializer:
                 if bound[i] is v:
                     bound[i] = self.reachable((id(g), "prefix", i), ir.Subscript(
                         ir.Attr(hit[0], "prefix"), ir.Const(i)), f"bound_{i}", v)
-        result = self.call_function(entry.fn, bound, {})
-        return result if g.with_loss else result[0]
+        return g.finish(self.call_function(entry.fn, bound, {}))
 
     def run_body(self, node, frame):
         saved = self.tape.loc
