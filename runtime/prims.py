@@ -170,7 +170,10 @@ def add_rows(out, idx, v):
     xp = array_module(out)
     i = xp.asarray(idx).ravel()
     v = xp.asarray(v)
-    if xp is not np or v.shape != tuple(np.shape(idx)) + out.shape[1:] or i.size == 0:
+    # The fast path writes through out.reshape(rows, -1), a view only when out is C-contiguous
+    # (a copy of a broadcast or transposed array is not: the writes would be lost).
+    if xp is not np or v.shape != tuple(np.shape(idx)) + out.shape[1:] or i.size == 0 \
+            or not out.flags.c_contiguous:
         xp.add.at(out, idx, v)
         return out
     i = np.where(i < 0, i + out.shape[0], i)

@@ -1,6 +1,7 @@
 """Rules for reductions: sum, mean, prod, max, min (axis and keepdims)."""
 import numpy as np
 
+from ..runtime.backend import array_module
 from .registry import adjoint, static
 
 
@@ -27,12 +28,45 @@ def mean(y, a, axis=None, dtype=None, out=None, keepdims=False):
                                a.shape)
 
 
+def prod_others(a, axis=None):
+    """For each entry, the product of the other entries of its slice along ``axis`` (all of
+    ``a`` for None): the gradient of np.prod, exact where entries are 0 (no ``y / a``)."""
+    xp = array_module(a)
+    zero = a == 0
+    b = xp.where(zero, 1, a)
+    z = xp.sum(zero, axis=axis, keepdims=True)
+    p = xp.prod(b, axis=axis, keepdims=True)
+    return xp.where(z == 0, p / b, xp.where((z == 1) & zero, p, 0)).astype(a.dtype, copy=False)
+
+
+def prod_others_vjp(a, g, axis=None):
+    """``sum_i g_i * d(prod_others(a)_i) / d a_k`` for every k: the products of the entries other
+    than i and k, counted by how many zeros the slice holds."""
+    xp = array_module(a)
+    zero = a == 0
+    b = xp.where(zero, 1, a)
+    z = xp.sum(zero, axis=axis, keepdims=True)
+    p = xp.prod(b, axis=axis, keepdims=True)
+    t = xp.sum(g / b, axis=axis, keepdims=True)
+    gz = xp.sum(xp.where(zero, g, 0), axis=axis, keepdims=True)   # g at the zero(s)
+    none = p / b * (t - g / b)
+    one = xp.where(zero, p * (t - gz), gz * p / b)
+    two = xp.where(zero, (gz - g) * p, 0)
+    return xp.where(z == 0, none, xp.where(z == 1, one, xp.where(z == 2, two, 0))) \
+        .astype(a.dtype, copy=False)
+
+
 @adjoint(np.prod)
 def prod(y, a, axis=None, dtype=None, out=None, keepdims=False):
     if axis is None or keepdims:
-        d[a] = d[y] * y / a
+        d[a] = d[y] * prod_others(a, axis)
     else:
-        d[a] = np.expand_dims(d[y] * y, axis) / a
+        d[a] = np.expand_dims(d[y], axis) * prod_others(a, axis)
+
+
+@adjoint(prod_others)
+def prod_others_(y, a, axis=None):
+    d[a] = prod_others_vjp(a, d[y], axis)
 
 
 @adjoint(np.max, np.amax, np.min, np.amin)  # the extremum's positions, ties sharing

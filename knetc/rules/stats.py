@@ -9,9 +9,9 @@ gradient.
 
 Conventions, as in JAX: the nan-functions give NaN entries a zero gradient (an all-NaN slice
 gives its entries 0); ``ptp``, ``nanmax`` and ``nanmin`` share the gradient equally between tied
-extrema (as ``np.max``); ``nanprod`` divides by the entries, as ``np.prod``'s rule does (an entry 0
-gives NaN). ``quantile`` and ``percentile`` (``method="linear"`` only) split the gradient between
-the two order statistics they interpolate, ``1 - t`` and ``t``; they are differentiable wrt ``q``
+extrema (as ``np.max``); ``nanprod``'s gradient is the product of the other entries
+(``reduce.prod_others``, exact at zeros). ``quantile`` and ``percentile`` (``method="linear"``
+only) split the gradient between the two order statistics they interpolate, ``1 - t`` and ``t``; they are differentiable wrt ``q``
 as well (the slope between those two values). ``where=``, ``out=``, ``mean=`` and a traced
 ``initial`` (but nansum's) are refused.
 """
@@ -20,6 +20,7 @@ import operator
 import numpy as np
 
 from ..compiler.tape import Sym, syms_in
+from .reduce import prod_others
 from ..errors import NoRuleError
 from ..runtime.backend import array_module
 from .joining import scatter_take_along
@@ -367,14 +368,16 @@ def nanextremum(y, a, axis=None, out=None, keepdims=False, initial=None, where=N
 @adjoint(np.nanprod)
 def nanprod(y, a, axis=None, dtype=None, out=None, keepdims=False, initial=None, where=None):
     if _plain("np.nanprod", where, out, initial):
+        # the product of the other non-NaN entries (exact where entries are 0: no y / a)
         if axis is None or keepdims or y.ndim == 0:
-            gy = d[y] * y
+            gy = d[y]
         else:
-            gy = np.expand_dims(d[y] * y, axis)
+            gy = np.expand_dims(d[y], axis)
         if dtype is None:
-            d[a] = np.where(np.isnan(a), 0, gy / np.where(np.isnan(a), 1, a))
+            d[a] = np.where(np.isnan(a), 0, gy * prod_others(np.where(np.isnan(a), 1, a), axis))
         else:
-            d[a] = np.where(np.isnan(a), 0, gy / np.where(np.isnan(a), 1, a)).astype(a.dtype)
+            d[a] = np.where(np.isnan(a), 0,
+                            gy * prod_others(np.where(np.isnan(a), 1, a), axis)).astype(a.dtype)
 
 
 @adjoint(np.nanvar)
