@@ -9,6 +9,7 @@ from . import schedules, settings
 from .rules import load_all as _load_rules
 from .rules.registry import adjoint, adjoint_emitter, nondifferentiable
 from .errors import KnetcError, LossError, MutationError, NoRuleError, UnsupportedSyntax
+from .compiler.tape import PrecisionWarning
 from .api import (Differentiable, Grad, cache_info, differentiable, grad, gradloss, show,
                   value_and_grad)
 from .runtime.prims import (elu, erf, gelu, getval, logp, logsumexp, mat, relu, selu, sigm,
@@ -25,6 +26,7 @@ from .runtime.conv import conv4, deconv4, pool, unpool
 from .runtime.backend import array_module, atype, cpu, gpu
 from .runtime.memory import memory, track_peak
 from .gradcheck import gradcheck, numeric_grad
+from .tree import register_pytree
 from .metrics import accuracy, bce, logistic, nll
 from .runtime.layers import batchnorm, bmm, bnmoments, bnparams, dropout
 
@@ -32,7 +34,7 @@ from .runtime.layers import batchnorm, bmm, bnmoments, bnparams, dropout
 __all__ = [
     "settings",
     "adjoint", "adjoint_emitter", "nondifferentiable",
-    "KnetcError", "LossError", "MutationError", "NoRuleError", "UnsupportedSyntax",
+    "KnetcError", "LossError", "MutationError", "NoRuleError", "UnsupportedSyntax", "PrecisionWarning",
     "Differentiable", "Grad", "cache_info", "differentiable", "grad", "gradloss", "show",
     "value_and_grad",
     "elu", "erf", "gelu", "getval", "logp", "logsumexp", "mat", "relu", "selu", "sigm", "softmax",
@@ -46,7 +48,7 @@ __all__ = [
     "conv4", "deconv4", "pool", "unpool",
     "array_module", "atype", "cpu", "gpu",
     "memory", "track_peak",
-    "gradcheck", "numeric_grad",
+    "gradcheck", "numeric_grad", "register_pytree",
     "accuracy", "bce", "logistic", "nll",
     "batchnorm", "bmm", "bnmoments", "bnparams", "dropout",
 ]

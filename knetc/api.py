@@ -13,7 +13,7 @@ import numpy as np
 from . import errors, settings
 from .compiler.cache import CacheInfo, SpecCache
 from .compiler.codegen import compile_function
-from .compiler.parse import watched, watching
+from .compiler.parse import provide_source, watched, watching
 from .compiler.pipeline import Entry, can_run_traced, compile_trace, describe, run_traced, trace
 from .compiler.specialize import Closure, Inlinable
 from .runtime import prims
@@ -80,7 +80,7 @@ class Grad(Inlinable):
     """
 
     def __init__(self, fun: Callable, argnums=0, with_loss: bool = False, *, has_aux: bool = False,
-                 order: str = "grad"):
+                 order: str = "grad", source: str | None = None):
         if isinstance(fun, Closure):   # a def or lambda made inside a differentiated function
             fun = fun.as_function()
         if not callable(fun):
@@ -96,6 +96,8 @@ class Grad(Inlinable):
             # function under it; what it binds itself (self, a partial's positional arguments)
             # comes first, as parameters of their own (its keywords are defaults of its own).
             self._target, self.prefix = _specializable(fun)
+            if source is not None:   # its text, where Python kept none (python -c, exec)
+                provide_source(self._target, source)
             self._sig = _signature(fun)
             names = _prefix_names(self._target, len(self.prefix), self._sig)
         own = self._sig.parameters
@@ -481,12 +483,15 @@ def _argnums(argnums, argnum):
     return argnums if argnum is None else argnum
 
 
-def grad(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool = False) -> Grad:
+def grad(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool = False,
+         source: str | None = None) -> Grad:
     """The gradient of scalar function ``fun`` wrt its argument ``argnums`` (also a decorator).
 
     ``argnums``: an int, or a tuple of ints for a tuple of gradients (negative: from the end);
     ``argnum`` is an alias. ``has_aux=True``: ``fun`` returns ``(loss, aux)`` and the call
     returns ``(gradient, aux)``; aux may hold arrays and Python values, never differentiated.
+    ``source``: the text of ``fun``'s def (it may hold the helpers' defs too), for code Python
+    kept no text of (``python -c``, ``exec`` of a string); checked against the running code.
 
     >>> dw = knetc.grad(loss)(w, x, y)                         # same structure as w
     >>> dw, dx = knetc.grad(loss, argnums=(0, 1))(w, x, y)
@@ -494,22 +499,24 @@ def grad(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool =
     """
     argnums = _argnums(argnums, argnum)
     if fun is None:
-        return lambda f: Grad(f, argnums, has_aux=has_aux)
-    return Grad(fun, argnums, has_aux=has_aux)
+        return lambda f: Grad(f, argnums, has_aux=has_aux, source=source)
+    return Grad(fun, argnums, has_aux=has_aux, source=source)
 
 
-def gradloss(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False) -> Grad:
+def gradloss(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False,
+             source: str | None = None) -> Grad:
     """Like grad, but returns ``(gradient, loss)`` from one pass (``(gradient, loss, aux)`` with
     ``has_aux``)."""
-    return Grad(fun, _argnums(argnums, argnum), order="gradloss", has_aux=has_aux)
+    return Grad(fun, _argnums(argnums, argnum), order="gradloss", has_aux=has_aux, source=source)
 
 
-def value_and_grad(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False) -> Grad:
+def value_and_grad(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False,
+                   source: str | None = None) -> Grad:
     """JAX's order: ``(loss, gradient)``, or ``((loss, aux), gradient)`` with ``has_aux``.
 
     >>> loss, dw = knetc.value_and_grad(loss_fn)(w, x, y)
     """
-    return Grad(fun, _argnums(argnums, argnum), order="value_and_grad", has_aux=has_aux)
+    return Grad(fun, _argnums(argnums, argnum), order="value_and_grad", has_aux=has_aux, source=source)
 
 
 def show(fun: Callable, *args, argnum: int = 0, argnums=None, **kwargs) -> str:
@@ -539,9 +546,9 @@ class Differentiable:
     >>> loss(w, x, y); loss.grad(w, x, y); loss.gradloss(w, x, y); print(loss.source(w, x, y))
     """
 
-    def __init__(self, fun: Callable, argnums=0, *, has_aux: bool = False):
+    def __init__(self, fun: Callable, argnums=0, *, has_aux: bool = False, source: str | None = None):
         self.fun = fun
-        self._g = Grad(fun, argnums, order="gradloss", has_aux=has_aux)
+        self._g = Grad(fun, argnums, order="gradloss", has_aux=has_aux, source=source)
         functools.update_wrapper(self, fun, updated=())
 
     @property
@@ -573,9 +580,11 @@ class Differentiable:
         return self._g.source(*args, **kwargs)
 
 
-def differentiable(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool = False):
-    """Decorator keeping ``fun`` callable while exposing ``.grad``, ``.gradloss`` and ``.source``."""
+def differentiable(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool = False,
+                   source: str | None = None):
+    """Decorator keeping ``fun`` callable while exposing ``.grad``, ``.gradloss`` and ``.source``
+    (``source``: as for ``grad``)."""
     argnums = _argnums(argnums, argnum)
     if fun is None:
-        return lambda f: Differentiable(f, argnums, has_aux=has_aux)
-    return Differentiable(fun, argnums, has_aux=has_aux)
+        return lambda f: Differentiable(f, argnums, has_aux=has_aux, source=source)
+    return Differentiable(fun, argnums, has_aux=has_aux, source=source)

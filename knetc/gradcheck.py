@@ -44,6 +44,7 @@ def gradcheck(f: Callable[..., Any], *args: Any, argnum: int = 0, eps: float | N
     if not 0 <= argnum < len(args):
         raise ValueError(f"gradcheck: argnum={argnum} but {len(args)} arguments were given")
     eps = 1e-6 if eps is None else float(eps)
+    tree.auto_register(args)      # NamedTuple and dataclass parameters are walked as nodes
     analytic = _grad(f, argnum=argnum)(*args)
     name = _param_name(f, argnum)
     base = _to_float64(args)
@@ -82,6 +83,7 @@ def numeric_grad(f: Callable[..., Any], *args: Any, argnum: int = 0, eps: float 
     Python float for each float, and ``None`` for the leaves that are not floats (ints, strings,
     integer arrays…), as ``knetc.grad`` returns them.
     """
+    tree.auto_register(args)      # NamedTuple and dataclass parameters are walked as nodes
     base = _to_float64(args)
 
     def numeric(path: Path, value: Any) -> Any:

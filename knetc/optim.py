@@ -615,7 +615,9 @@ def optimizers(w: Any, opt: type[Optimizer] | Optimizer = Adam, **kw: Any) -> An
 
     ``opt`` is an optimizer class (constructed with ``**kw``) or an instance used as a template
     (cloned for each leaf).  Array leaves and Python-float leaves get an optimizer; other leaves
-    (ints, strings, None, ...) get ``None``.  Lists, tuples and dicts are mirrored.
+    (ints, strings, None, ...) get ``None``.  Lists, tuples and dicts are mirrored, and so are
+    NamedTuples, dataclasses and registered classes (``knetc.tree``): the same class around the
+    optimizers.
 
     >>> optimizers({"w": np.zeros(3), "b": 0.5, "name": "mlp"}, SGD, lr=0.01)
     {'w': SGD(lr=0.01, gclip=0.0), 'b': SGD(lr=0.01, gclip=0.0), 'name': None}
@@ -633,6 +635,11 @@ def optimizers(w: Any, opt: type[Optimizer] | Optimizer = Adam, **kw: Any) -> An
 
 
 def _make(w, make):
+    t = type(w)
+    if t is not list and t is not tuple and t is not dict and tree.node_type(t):
+        # a NamedTuple, dataclass or registered class: the same class around the optimizers
+        children, aux = tree.node_flatten(w)
+        return tree.node_unflatten(t, aux, [_make(x, make) for x in children])
     if isinstance(w, list):
         return [_make(x, make) for x in w]
     if isinstance(w, tuple):
@@ -647,10 +654,12 @@ def _make(w, make):
 def update(w: Any, g: Any, opt: Any = None, **kw: Any) -> Any:
     """Update parameters ``w`` in place from gradients ``g`` with optimizers ``opt``; return ``w``.
 
-    ``w``, ``g`` and ``opt`` are matching nested lists/tuples/dicts (``opt`` as made by
-    ``optimizers``).  ``g`` entries that are None are skipped, and dict gradients may have fewer
-    keys than ``w``.  A float leaf of a list or dict is replaced in its container; a float leaf
-    inside a tuple raises ``TypeError`` (tuples are immutable: use a list or an array).
+    ``w``, ``g`` and ``opt`` are matching nested lists/tuples/dicts, NamedTuples, dataclasses and
+    registered classes (``opt`` as made by ``optimizers``; a gradient has its parameter's type).
+    ``g`` entries that are None are skipped, and dict gradients may have fewer keys than ``w``.
+    A float leaf of a list, dict or mutable dataclass is replaced in its container; a float leaf
+    inside a tuple (or a NamedTuple, a frozen dataclass) raises ``TypeError`` (they are
+    immutable: use a list or an array).
 
     ``opt`` may also be a single optimizer instance or class, or None for ``SGD(**kw)``, as in
     Knet's two-argument ``update!(w, g; lr=0.1)``.  Broadcasting one optimizer over several arrays
@@ -724,12 +733,49 @@ def _walk(w, g, opt, where, at):
             if new is not w[k]:
                 w[k] = new
         return w
+    t = type(w)
+    if t not in _LEAVES and tree.node_type(t):
+        return _walk_node(w, g, opt, where, at)
     if not isinstance(opt, Optimizer):
         raise TypeError(f"no optimizer for the parameter at {where} (got {opt!r})")
     if not (_is_array(w) or _is_float_leaf(w)):
         raise TypeError(f"cannot update the {type(w).__name__} at {where}: parameters must be "
                         "arrays or floats")
     return opt._update(w, g, at)
+
+
+_LEAVES = frozenset([np.ndarray, float, int, bool, str, type(None)])
+
+
+def _walk_node(w, g, opt, where, at):
+    """The general update of a dataclass or registered object (NamedTuples walk as tuples): its
+    children walked in place; a new float is set on a (mutable) dataclass's field."""
+    t = type(w)
+    if isinstance(opt, Optimizer):
+        _broadcast_ok(opt, w, where)
+        if at is None:  # a shared optimizer counts one step for the whole structure
+            at = opt._tick()
+    elif type(opt) is not t:
+        raise ValueError(f"optimizers at {where} do not match the parameters; "
+                         "make them with optimizers(w, ...)")
+    if type(g) is not t:
+        raise TypeError(f"gradient at {where} is a {type(g).__name__}, expected a {t.__name__}")
+    ws = tree.node_children(w)
+    gs = tree.node_children(g)
+    os_ = [opt] * len(ws) if isinstance(opt, Optimizer) else tree.node_children(opt)
+    if len(gs) != len(ws) or len(os_) != len(ws):
+        raise ValueError(f"gradient or optimizers at {where} do not match the {t.__name__}")
+    fields = tree.fields_of(t)
+    frozen = fields is None or getattr(getattr(t, "__dataclass_params__", None), "frozen", False)
+    for i, (wk, gk, ok) in enumerate(zip(ws, gs, os_)):
+        sub = f"{where}.{fields[0][i]}" if fields is not None else f"{where}[{i}]"
+        if frozen and _is_float_leaf(wk) and gk is not None:
+            raise TypeError(f"cannot update the float {sub} inside a {t.__name__} (it cannot be "
+                            "replaced in place); hold it in a list, or as an array")
+        new = _walk(wk, gk, ok, sub, at if ok is opt else None)
+        if new is not wk:
+            setattr(w, fields[0][i], new)
+    return w
 
 
 # ----- update plans ----------------------------------------------------------------------------

@@ -21,10 +21,23 @@ None is a LEAF (unlike JAX, where it is an empty node): gradients use None for "
 and a parameter set may hold None for an absent entry; with None as a leaf ``map(fn, params,
 grads)`` pairs each parameter with its gradient or with None, and positions never shift.
 
-Subclasses and dataclasses are leaves by default on purpose: knetc's compiler treats them as
-opaque values today (e.g. ``knetc.runtime.rnn.RNN`` is a frozen dataclass used as a static
-spec), and automatic detection would make walkers disagree. ``register_namedtuple(cls)`` and
-``register_dataclass(cls)`` opt a class in; a registered NamedTuple is rebuilt as its class.
+Subclasses and dataclasses are leaves until registered: this module's walkers never guess.
+``register_namedtuple(cls)`` and ``register_dataclass(cls)`` opt a class in (a registered
+NamedTuple is rebuilt as its class); ``register_pytree(cls, flatten, unflatten)`` any class.
+
+Automatic nodes (pytrees, as a JAX user expects). knetc's entry points (``knetc.grad``'s cache
+key and specializer, ``optimizers``, ``update``) call ``node_type(cls)``/``auto_register(x)``,
+which register every NamedTuple (a tuple subclass with ``_fields``) and every dataclass they
+meet as a node the first time they see its class; from then on every walker agrees on it. Its
+children are its fields (path keys: the field names, read as attributes); a dataclass is rebuilt
+with its constructor, as JAX's ``register_dataclass`` does (its ``__post_init__`` computes what it
+computes from the new fields), or, when the constructor raises (its checks refuse a gradient of
+None, an optimizer), without it: the fields set directly, as Equinox does; fields with
+``init=False`` are set directly. (The instance the compiler traces is made without it: see
+``with_fields``.) knetc's own classes (``knetc.runtime``: the ``RNN`` spec, a
+frozen dataclass used as a constant; ``BNMoments``, updated in place) are never made nodes
+automatically.
+Registering a class explicitly (``register*``) replaces its automatic registration.
 
 A ``TreeDef`` is immutable, hashable (when the registered classes' aux data are hashable) and
 compared by value, so it can go in cache keys. Paths are tuples of keys: list/tuple indices,
@@ -33,11 +46,13 @@ NamedTuples and dataclasses) or else the child positions.
 """
 from __future__ import annotations
 
+import dataclasses
+import threading
 from typing import Any, Callable, Hashable, Iterable, Sequence
 
 __all__ = ["TreeDef", "Path", "flatten", "unflatten", "structure", "leaves", "map",
            "flatten_with_paths", "paths", "get", "replace", "register", "register_namedtuple",
-           "register_dataclass", "is_node"]
+           "register_dataclass", "register_pytree", "is_node", "node_type", "auto_register"]
 
 Path = tuple  # keys from the root down to one leaf: list/tuple indices, dict keys, field names
 
@@ -48,6 +63,13 @@ Path = tuple  # keys from the root down to one leaf: list/tuple indices, dict ke
 _REGISTRY: dict[type, tuple[Callable, Callable, Callable | None]] = {}
 # every node type, for one membership test per value on the hot paths
 _NODES: set[type] = {list, tuple, dict}
+# Classes whose children are attributes: type -> (data field names, meta field names). The
+# NamedTuples and dataclasses registered (by register_namedtuple/register_dataclass or
+# automatically): the compiler reads their children as ``x.name``.
+_FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+# The classes registered automatically (an explicit registration may replace theirs).
+_AUTO: set[type] = set()
+_LOCK = threading.Lock()
 
 
 class TreeDef:
@@ -398,14 +420,30 @@ def register(cls: type, flatten_fn: Callable[[Any], tuple[Iterable[Any], Hashabl
     not a child, which becomes part of the structure: it must be hashable and comparable for
     the ``TreeDef`` to be. ``unflatten_fn(aux, children: list) -> x`` rebuilds an instance.
     ``keys_fn(x)`` gives the path keys of the children (default: their positions 0, 1, ...).
-    Raises ValueError for list/tuple/dict or an already registered class.
+    Raises ValueError for list/tuple/dict or an already registered class (a class registered
+    automatically, a NamedTuple or dataclass knetc met, may be registered again: the explicit
+    registration replaces the automatic one).
     """
+    _register(cls, flatten_fn, unflatten_fn, keys_fn, None)
+
+
+def _register(cls, flatten_fn, unflatten_fn, keys_fn, fields, auto: bool = False) -> None:
     if not isinstance(cls, type):
         raise TypeError(f"register: expected a class, got {cls!r}")
-    if cls in _NODES:
-        raise ValueError(f"register: {cls.__qualname__} is already a tree node type")
-    _REGISTRY[cls] = (flatten_fn, unflatten_fn, keys_fn)
-    _NODES.add(cls)
+    with _LOCK:
+        if cls in _NODES and not (cls in _AUTO and not auto):
+            if auto:        # another thread registered it meanwhile
+                return
+            raise ValueError(f"register: {cls.__qualname__} is already a tree node type")
+        _AUTO.discard(cls)
+        if auto:
+            _AUTO.add(cls)
+        if fields is None:
+            _FIELDS.pop(cls, None)
+        else:
+            _FIELDS[cls] = fields
+        _REGISTRY[cls] = (flatten_fn, unflatten_fn, keys_fn)
+        _NODES.add(cls)
 
 
 def register_namedtuple(cls: type) -> type:
@@ -416,8 +454,8 @@ def register_namedtuple(cls: type) -> type:
     if not (isinstance(cls, type) and issubclass(cls, tuple) and hasattr(cls, "_fields")):
         raise TypeError(f"register_namedtuple: {cls!r} is not a NamedTuple class")
     fields = tuple(cls._fields)
-    register(cls, lambda x: (x, None), lambda aux, items: cls(*items),
-             keys_fn=lambda x: fields)
+    _register(cls, lambda x: (x, None), lambda aux, items: cls(*items), lambda x: fields,
+              (fields, ()))
     return cls
 
 
@@ -449,8 +487,145 @@ def register_dataclass(cls: type, data_fields: Sequence[str] | None = None,
     def unflatten_fn(aux, items):
         return cls(**dict(zip(data, items)), **dict(zip(meta, aux)))
 
-    register(cls, flatten_fn, unflatten_fn, keys_fn=lambda x: data)
+    _register(cls, flatten_fn, unflatten_fn, lambda x: data, (data, meta))
     return cls
+
+
+def register_pytree(cls: type, flatten: Callable[[Any], tuple[Iterable[Any], Hashable]],
+                    unflatten: Callable[[Hashable, list], Any], *,
+                    keys: Callable[[Any], Sequence[Any]] | None = None) -> type:
+    """Make ``cls`` a node of parameter trees, with JAX's ``register_pytree_node`` signature.
+
+    ``flatten(x) -> (children, aux_data)``: the children (subtrees: arrays, lists, other nodes),
+    and the static data, which must be hashable and comparable: calls whose arguments hold
+    instances with equal aux data and children of the same structure share one compiled
+    gradient. ``unflatten(aux_data, children) -> x`` rebuilds an instance; knetc calls it with
+    traced values while specializing (the loss sees such an instance), with gradients (None
+    for a child that gets no gradient) and with optimizers (``knetc.optimizers``). In the
+    generated code the children are read with ``flatten`` when it runs, never baked in.
+    ``keys(x)``: the path keys of the children (default: their positions). Returns ``cls``::
+
+        class Affine:
+            def __init__(self, W, b):
+                self.W, self.b = W, b
+
+        knetc.register_pytree(Affine, lambda a: ((a.W, a.b), None), lambda aux, ch: Affine(*ch))
+    """
+    _register(cls, flatten, unflatten, keys, None)
+    return cls
+
+
+# -- automatic nodes: NamedTuples and dataclasses ----------------------------------------------
+
+# Types that are leaves, whatever happens: the common ones answer node_type at once.
+_LEAF_TYPES = frozenset([float, int, bool, str, bytes, complex, type(None), type])
+
+
+def registration(cls: type) -> tuple[Callable, Callable, Callable | None] | None:
+    """``(flatten_fn, unflatten_fn, keys_fn)`` of a registered class (not list/tuple/dict), or
+    None. The tuple is made anew by each registration: its identity names the registration."""
+    return _REGISTRY.get(cls)
+
+
+def is_own_class(cls: type) -> bool:
+    """A class of knetc's own (its runtime's RNN spec, BNMoments...): never a node automatically."""
+    mod = getattr(cls, "__module__", None) or ""
+    return mod == "knetc" or mod.startswith("knetc.")
+
+
+def node_type(cls: type) -> bool:
+    """Is ``cls`` a node type? A NamedTuple or dataclass class not yet registered is registered
+    first (automatic nodes, see the module docstring), unless it is one of knetc's own."""
+    if cls in _NODES:
+        return True
+    if cls in _LEAF_TYPES:
+        return False
+    if issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple):
+        if is_own_class(cls):
+            return False
+        fields = tuple(cls._fields)
+        _register(cls, lambda x: (x, None), lambda aux, items: cls(*items), lambda x: fields,
+                  (fields, ()), auto=True)
+        return True
+    if isinstance(getattr(cls, "__dataclass_fields__", None), dict) and not is_own_class(cls):
+        fields = dataclasses.fields(cls)
+        names = tuple(f.name for f in fields)
+        init = [f.init for f in fields]
+
+        def flatten_fn(x):
+            return [getattr(x, n) for n in names], None
+
+        def unflatten_fn(aux, items):
+            try:
+                obj = cls(**{n: v for n, v, i in zip(names, items, init) if i})
+            except Exception:   # noqa: BLE001 - __post_init__ refused None, a traced value...
+                obj = object.__new__(cls)
+                init_ = [False] * len(names)
+            else:
+                init_ = init
+            for n, v, i in zip(names, items, init_):
+                if not i:
+                    object.__setattr__(obj, n, v)   # frozen or not
+            return obj
+
+        _register(cls, flatten_fn, unflatten_fn, lambda x: names, (names, ()), auto=True)
+        return True
+    return False
+
+
+def auto_register(tree: Any) -> Any:
+    """Register (``node_type``) the NamedTuple and dataclass classes found in ``tree``, walking
+    its nodes and theirs; returns ``tree``. Afterwards every walker sees those classes as nodes."""
+    t = type(tree)
+    if t is list or t is tuple:
+        items = tree
+    elif t is dict:
+        items = tree.values()
+    elif t in _LEAF_TYPES or not node_type(t):
+        return tree
+    else:
+        items = _REGISTRY[t][0](tree)[0]
+    for v in items:
+        if type(v) not in _LEAF_TYPES:
+            auto_register(v)
+    return tree
+
+
+def fields_of(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """``(data field names, meta field names)`` of a node class whose children are attributes
+    (NamedTuples, dataclasses), else None (lists, tuples, dicts, other registered classes)."""
+    return _FIELDS.get(cls)
+
+
+def node_flatten(x: Any) -> tuple[list, Any]:
+    """``(children, aux)`` of a node of a registered class (its registered flatten)."""
+    items, aux = _REGISTRY[type(x)][0](x)
+    return list(items), aux
+
+
+def node_children(x: Any) -> list:
+    """The children of a node of a registered class, in order (what generated code reads)."""
+    return list(_REGISTRY[type(x)][0](x)[0])
+
+
+def node_unflatten(cls: type, aux: Any, children: Sequence[Any]) -> Any:
+    """A node of the registered class ``cls`` around ``children`` (its registered unflatten)."""
+    return _REGISTRY[cls][1](aux, list(children))
+
+
+def with_fields(cls: type, aux: Any, children: Sequence[Any]) -> Any:
+    """An instance of the registered dataclass ``cls`` whose fields are set directly, without
+    calling its ``__init__``/``__post_init__``: ``children`` its data fields, ``aux`` (the meta
+    fields' values, as its flatten returns them) the others. The compiler's traced instances
+    are made so: a constructor runs plain Python, whose side effects (a new random generator, a
+    cache) would be this trace's, not the caller's object's."""
+    data, meta = _FIELDS[cls]
+    obj = object.__new__(cls)
+    for n, v in zip(data, children):
+        object.__setattr__(obj, n, v)
+    for n, v in zip(meta, aux or ()):
+        object.__setattr__(obj, n, v)
+    return obj
 
 
 # -- repr -----------------------------------------------------------------------------------------

@@ -46,8 +46,9 @@ def _is_array(x) -> bool:
 
 
 def _map(fn, w):
-    """Apply ``fn`` to every array leaf of a nested list/tuple/dict, keeping the structure."""
-    return _tree.map(lambda a: fn(a) if _is_array(a) else a, w)
+    """Apply ``fn`` to every array leaf of a nested structure (lists, tuples, dicts,
+    NamedTuples, dataclasses, registered classes), keeping the structure."""
+    return _tree.map(lambda a: fn(a) if _is_array(a) else a, _tree.auto_register(w))
 
 
 def gpu(w):
@@ -76,4 +77,5 @@ def atype():
 
 def devices_of(*values) -> set:
     """The array modules ('numpy', 'cupy') of the array leaves in ``values``."""
-    return {type(a).__module__.split(".")[0] for a in _tree.leaves(values) if _is_array(a)}
+    return {type(a).__module__.split(".")[0] for a in _tree.leaves(_tree.auto_register(values))
+            if _is_array(a)}

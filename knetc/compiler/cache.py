@@ -7,6 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .. import errors, tree
 from ..rules import registry
 
 _ndarray = np.ndarray
@@ -17,7 +18,9 @@ def spec_of(v):
 
     Arrays contribute type, shape and dtype (never their values); Python floats only their type
     (they are symbolic); ints, strings, bools and other hashable objects their value (they may
-    steer loops and branches); other objects their identity.
+    steer loops and branches); other objects their identity. Nodes of ``knetc.tree`` (registered
+    classes, NamedTuples and dataclasses, registered on first sight) their type, registration,
+    aux data and children, like lists: new instances of one structure share a key.
     """
     t = type(v)
     if t is _ndarray:
@@ -34,11 +37,33 @@ def spec_of(v):
         return (t, v)
     if hasattr(v, "__cuda_array_interface__") or isinstance(v, np.generic):
         return (t, v.shape, v.dtype)
+    reg = _registration(t)
+    if reg is not None or tree.node_type(t):
+        return _node_spec(v, t, reg or _registration(t))
     try:
         hash(v)
         return (t, v)
     except TypeError:
         return (t, id(v))
+
+
+_registration = tree.registration
+
+
+def _node_spec(v, t, reg):
+    """A node's key: "node", its type, its registered flatten (an explicit registration that
+    replaced an automatic one makes other keys), its aux data and its children's keys."""
+    flatten_fn = reg[0]
+    children, aux = flatten_fn(v)
+    try:
+        hash(aux)
+    except TypeError:
+        raise errors.ArgumentError(
+            f"knetc: the aux data of a {t.__qualname__} (what its registered flatten returns "
+            f"beside the children) is not hashable: {aux!r}",
+            hint="Return hashable aux data from flatten (a tuple, not a list; no arrays): it is "
+                 "part of the cache key, as in JAX.") from None
+    return ("node", t, flatten_fn, aux, *map(spec_of, children))
 
 
 # Guards in generated code call spec_of; when that code is itself specialized (grad of grad, a
@@ -168,7 +193,8 @@ _MAX_ITEMS = 64
 
 def key_function(args: tuple):
     """A function computing the key of calls shaped like ``args``, or None if it is not simple
-    (arrays, floats, ints, strings, and flat lists/tuples/dicts of them)."""
+    (arrays, floats, ints, strings, and flat lists/tuples/dicts, NamedTuples and dataclasses
+    of them)."""
     top, unpack, leaves, parts, consts = [], [], [], [], {}
     for i, a in enumerate(args):
         name = f"a{i}"
@@ -186,7 +212,9 @@ def key_function(args: tuple):
             for n, v in zip(names, a.values() if t is dict else a):
                 if not _leaf(n, v, leaves, parts):
                     return None
-        elif not _leaf(name, a, top, parts):
+        elif not _leaf(name, a, top, parts) and not (
+                tree.node_type(t) and
+                _fields_node(i, name, a, top, unpack, leaves, parts, consts)):
             return None
     lines = ["def key(args):", f"    if len(args) != {len(args)}:", "        return None"]
     if args:
@@ -198,6 +226,30 @@ def key_function(args: tuple):
     namespace = {"_nd": _ndarray, **consts}
     exec("\n".join(lines) + "\n", namespace)
     return namespace["key"]
+
+
+def _fields_node(i, name, v, top, unpack, leaves, parts, consts) -> bool:
+    """A NamedTuple or dataclass argument whose fields are leaves: its type checked, its data
+    fields read as attributes, its meta fields' values in the key (its aux data)."""
+    fields = tree.fields_of(type(v))
+    if fields is None or len(fields[0]) > _MAX_ITEMS:
+        return False
+    data, meta = fields
+    try:
+        hash(tuple(getattr(v, m) for m in meta))
+    except TypeError:
+        return False
+    consts[f"T{i}"] = type(v)
+    consts[f"R{i}"] = tree.registration(type(v))     # this registration (one may replace it)
+    consts["_reg"] = tree.registration
+    top.append(f"type({name}) is T{i} and _reg(T{i}) is R{i}")
+    names = [f"{name}_{j}" for j in range(len(data))]
+    for n, f in zip(names, data):
+        unpack.append(f"{n} = {name}.{f}")
+        if not _leaf(n, getattr(v, f), leaves, parts):
+            return False
+    parts += [f"{name}.{m}" for m in meta]
+    return True
 
 
 def _leaf(name, v, checks, parts) -> bool:

@@ -13,6 +13,14 @@ nested functions); when they differ, a ``KnetcError`` says to reload the module.
 is compiled when it compiles (then qualified names, name mangling and closures are exactly
 Python's); otherwise (an IPython cell with magics) the def's own lines are.
 
+**Where the text comes from.** ``linecache``: files, and the sources interactive sessions keep
+there (IPython's ``<ipython-input-N-…>`` cells, the ``<python-input-N>`` inputs of Python 3.13's
+REPL; newer Pythons keep them per code object, ``linecache._getlines_from_code``). Code with no
+text anywhere (``python -c``, ``exec`` of a string) is refused in one line saying what to do: put
+it in a file, or pass its text, ``knetc.grad(f, source=text)`` (``provide_source``): that text is
+checked against the running code exactly as a file's is, and registered with linecache under a
+pseudo-file (lines placed where the running code has them) that messages and comments quote.
+
 Parsed trees are cached by the identity of the code object (never by its value: equal code
 objects of two files must not share a tree, whose line numbers name one file), for as long as
 that code object lives. ``watching()`` records the (function, code object) pairs parsed while a
@@ -23,8 +31,10 @@ from __future__ import annotations
 import __future__
 import ast
 import contextlib
+import hashlib
 import inspect
 import linecache
+import re
 import textwrap
 import threading
 import types
@@ -34,7 +44,7 @@ from dataclasses import dataclass
 
 import gast
 
-from ..errors import KnetcError, NoRuleError, UnsupportedSyntax
+from ..errors import ArgumentError, KnetcError, NoRuleError, UnsupportedSyntax
 
 # Hints for constructs users meet most (any other unsupported node gets a generic one).
 _HINTS = {
@@ -127,17 +137,36 @@ def _forget(key):
 
 
 def _parse(fn, code, allowed) -> Parsed:
+    with _lock:
+        given = _given.get(id(code))
+    if given is not None and given[0]() is code:     # knetc.grad(fn, source=text), checked
+        node, filename = given[1], given[2]
+    else:
+        node, filename = _find_source(fn, code)
+    fence(node, filename, allowed)
+    return Parsed(node, filename, fn.__qualname__)
+
+
+def _find_source(fn, code) -> tuple:
+    """``(gast node, filename)`` of the running ``code``: from its file (or linecache entry), else
+    from the texts interactive sessions keep per code object or the user passed (``source=``)."""
     filename = code.co_filename
     try:
         lines = _file_lines(filename, code)    # the file's text now
     except (OSError, TypeError) as e:
         if "out of bounds" in str(e):        # the file is now shorter than the running code's
             raise _stale(fn, code) from None
-        raise NoRuleError(
-            f"knetc: cannot read the source of {fn.__qualname__} ({e})",
-            filename=filename, lineno=code.co_firstlineno,
-            hint="Define it in a .py file (not typed at an interactive prompt without source), "
-                 "or register a derivative for it with knetc.adjoint.") from None
+        found = _from_texts(fn, code)
+        if found is None:
+            raise _no_source(fn, code) from None
+        return found
+    return _node_from_lines(fn, code, lines), filename
+
+
+def _node_from_lines(fn, code, lines):
+    """The def (or lambda) of ``code`` in its file's ``lines``, as gast; a KnetcError when the
+    text does not compile to the running code."""
+    filename = code.co_filename
     flags = code.co_flags & _FUTURE_FLAGS
     whole = _whole_file(filename, "".join(lines), flags)
     if whole is not None:
@@ -145,11 +174,174 @@ def _parse(fn, code, allowed) -> Parsed:
         node = _find_node(tree, code)
         if node is None or not any(same_code(c, code) for c in _compiled(module, code)):
             raise _stale(fn, code)
-        node = gast.ast_to_gast(node)    # only this function's part of the file
-    else:
-        node = _parse_alone(fn, code, flags)
-    fence(node, filename, allowed)
-    return Parsed(node, filename, fn.__qualname__)
+        return gast.ast_to_gast(node)    # only this function's part of the file
+    return _parse_alone(fn, code, flags)
+
+
+def _no_source(fn, code) -> NoRuleError:
+    """No text of ``code`` anywhere: one line saying why and what to do."""
+    how = "put it in a .py file, or pass the text that defines it: knetc.grad(f, source=text)"
+    e = NoRuleError(
+        f"knetc: Python kept no source text for {fn.__qualname__} (\"{code.co_filename}\", line "
+        f"{code.co_firstlineno}: run by python -c, or exec of a string): {how}")
+    # Set after the message is made: they stay out of its one line.
+    e.filename, e.lineno, e.hint = code.co_filename, code.co_firstlineno, how[0].upper() + how[1:] + "."
+    return e
+
+
+# -- Source texts from elsewhere: kept by interactive sessions per code object, or passed with
+# knetc.grad(f, source=text). Each is registered with linecache under a pseudo-file and checked
+# against the running code as a file's text is.
+
+_given: dict = {}           # id(code) -> (weakref to the code, gast node, pseudo-file, text)
+_texts: OrderedDict = OrderedDict()   # code's co_filename -> {pseudo-file: lines}, recent last
+_MAX_TEXTS = 16
+# Interactive inputs whose name is unique to one input (so the name itself can hold its lines).
+_INTERACTIVE = re.compile(r"<(python|ipython)-input-[^>]*>\Z")
+
+
+def provide_source(fn, text) -> None:
+    """``knetc.grad(fn, source=text)``: ``text`` (Python source holding ``fn``'s def or lambda,
+    possibly more: the defs of the helpers it calls) is what ``fn`` runs. Checked now against the
+    running code exactly as a file's text is (a KnetcError when it differs), registered with
+    linecache under a pseudo-file, and used for ``fn`` and for functions defined in the same
+    place (``co_filename``) that have no other source."""
+    code = fn.__code__
+    if not isinstance(text, str):
+        raise ArgumentError(f"knetc.grad: source= takes the text of {fn.__qualname__}'s def (a str), "
+                            f"not {type(text).__name__}")
+    with _lock:
+        hit = _given.get(id(code))
+    if hit is not None and hit[0]() is code and hit[3] == text:
+        return
+    src = textwrap.dedent(text)
+    try:
+        tree = ast.parse(src)
+    except (SyntaxError, ValueError) as e:
+        raise KnetcError(f"knetc: the source= text given for {fn.__qualname__} does not parse ({e})",
+                         hint="Pass the text of its def (or lambda) as Python runs it.") from None
+    nodes = _candidates(tree, code)
+    # Place the def where the running code has it, so that line numbers agree with Python's.
+    firsts = [_first_line(n) for n in nodes]
+    pad = 0 if not firsts or code.co_firstlineno in firsts else max(0, code.co_firstlineno - firsts[0])
+    pseudo, lines = _register(fn.__qualname__, "\n" * pad + src, code.co_filename)
+    found = _match(fn, code, pseudo, lines)
+    if found is None:
+        _unregister(pseudo, code.co_filename)
+        what = f"def {code.co_name}" if code.co_name != "<lambda>" else "lambda"
+        raise KnetcError(
+            f"knetc: the source= text given for {fn.__qualname__} is not the code Python runs for it",
+            filename=code.co_filename, lineno=code.co_firstlineno,
+            hint=f"Pass the text {fn.__qualname__} was defined from, unchanged: this one holds no "
+                 f"{what} that compiles to the running code (knetc differentiates only the code "
+                 "Python runs).")
+    with _lock:
+        _given[id(code)] = (weakref.ref(code, _forget_given(id(code))), found, pseudo, text)
+
+
+def _forget_given(key):
+    def drop(ref):
+        with _lock:
+            hit = _given.get(key)
+            if hit is not None and hit[0] is ref:
+                del _given[key]
+    return drop
+
+
+def _register(name: str, text: str, origin: str, pseudo: str | None = None) -> tuple:
+    """``(pseudo-file, lines)``: ``text`` registered with linecache (under ``pseudo``, or a
+    name of its own made from ``name`` and the text), remembered as a source for ``origin``."""
+    lines = text.splitlines(True)
+    if lines and not lines[-1].endswith("\n"):
+        lines[-1] += "\n"
+    if pseudo is None:
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        pseudo = f"<knetc source of {name} #{digest}>"
+    linecache.cache[pseudo] = (len(text), None, lines, pseudo)
+    with _lock:
+        per_file = _texts.pop(origin, None) or {}
+        per_file.pop(pseudo, None)
+        per_file[pseudo] = lines
+        while len(per_file) > _MAX_TEXTS:
+            del per_file[next(iter(per_file))]
+        _texts[origin] = per_file
+        while len(_texts) > _MAX_TEXTS:
+            _texts.popitem(last=False)
+    return pseudo, lines
+
+
+def _unregister(pseudo: str, origin: str) -> None:
+    linecache.cache.pop(pseudo, None)
+    with _lock:
+        _texts.get(origin, {}).pop(pseudo, None)
+
+
+def _from_texts(fn, code):
+    """``(gast node, pseudo-file)`` of ``code`` from a text kept elsewhere, or None: the lines
+    an interactive session keeps per code object (Python 3.13's REPL and later, ``python -c`` in
+    3.14), then the texts passed with ``source=`` for code defined in the same place."""
+    filename = code.co_filename
+    from_code = getattr(linecache, "_getlines_from_code", None)
+    if from_code is not None:
+        try:
+            lines = from_code(code)
+        except Exception:    # a private function: its signature may change
+            lines = None
+        if lines and isinstance(lines, list):
+            unique = filename if _INTERACTIVE.match(filename) else None
+            pseudo, lines = _register(fn.__qualname__, "".join(lines), filename, unique)
+            found = _match(fn, code, pseudo, lines)
+            if found is not None:
+                return found, pseudo
+    with _lock:
+        texts = list(reversed(_texts.get(filename, {}).items()))
+    for pseudo, lines in texts:
+        entry = linecache.cache.get(pseudo)
+        if entry is None or len(entry) < 3 or entry[2] is not lines:     # linecache was cleared
+            linecache.cache[pseudo] = (sum(map(len, lines)), None, lines, pseudo)
+        found = _match(fn, code, pseudo, lines)
+        if found is not None:
+            return found, pseudo
+    return None
+
+
+def _candidates(tree, code) -> list:
+    """The defs named like ``code`` (or every lambda, for a lambda) in an ``ast`` tree."""
+    if code.co_name == "<lambda>":
+        return [n for n in ast.walk(tree) if isinstance(n, ast.Lambda)]
+    return [n for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == code.co_name]
+
+
+def _first_line(node) -> int:
+    return min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
+
+
+def _match(fn, code, pseudo: str, lines: list):
+    """The gast node of the def (or lambda) in the pseudo-file's ``lines`` that compiles to the
+    running ``code`` (wherever it stands in the text), or None."""
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    seen = set()
+    for node in _candidates(tree, code):
+        line = _first_line(node)
+        if line in seen:
+            continue
+        seen.add(line)
+        # The running code as if compiled from this place of the pseudo-file (its positions
+        # move with its first line; same_code does not compare places).
+        view = code.replace(co_filename=pseudo, co_firstlineno=line)
+        try:
+            return _node_from_lines(fn, view, lines)
+        except KnetcError:
+            pass
+        try:   # the def alone, as its module compiled it (imports, enclosing function)
+            return _parse_alone(fn, view, code.co_flags & _FUTURE_FLAGS)
+        except KnetcError:
+            continue
+    return None
 
 
 def _file_lines(filename: str, code) -> list[str]:

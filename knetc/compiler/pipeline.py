@@ -5,19 +5,20 @@ import inspect
 import linecache
 import os
 import time
+import types
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import errors
+from .. import errors, tree
 from ..runtime import prims
-from ..runtime.backend import devices_of
+from ..runtime.backend import devices_of, is_array
 from . import ir
 from .codegen import compile_function, register_source, render, render_body
 from .optimize import LOWERING_NAMES, eliminate_dead_code, insert_frees, lower_accumulation
 from .reverse import Adjoint
 from .specialize import Specializer
-from .tape import Sym, Tape, identifier, syms_in
+from .tape import Sym, Tape, identifier
 from .values import call_expr, dtype_expr, value_expr
 
 
@@ -211,6 +212,8 @@ def can_run_traced(tr: Trace) -> bool:
 def run_traced(tr: Trace) -> tuple:
     """``(gradient, loss)`` of the traced call: its stores, then its adjoint over the tape's values."""
     tape, adj = tr.tape, tr.adj
+    # the result first: the gradient's NamedTuples and dataclasses name their makers in tape.refs
+    stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr), target="_result")])
     env = _namespace(tape, tr.xp)
     env.update(zip(tr.params, tr.args))
     stores = []
@@ -225,7 +228,6 @@ def run_traced(tr: Trace) -> tuple:
                 env[op.outs.name] = op.outs.val
         elif type(op.stmt) is ir.Store:
             stores.append(op.stmt)
-    stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr), target="_result")])
     source = render_body(stores + lower_accumulation(stmts))
     filename = register_source(source, f"{identifier(tr.fn.__name__)}_grad_tier0")
     # One dict for globals and locals: generated comprehensions see every name.
@@ -304,6 +306,15 @@ def _grad_structure(value, adj, widest: int, fresh: set, given: set) -> ir.Expr:
     if t is dict:
         return ir.Dict([ir.lit(k) for k in value],
                        [_grad_structure(v, adj, widest, fresh, given) for v in value.values()])
+    if tree.is_node(value):
+        # A NamedTuple, dataclass or registered class (the mirror is one): the same class around
+        # the gradients of its children, made by its registered unflatten.
+        children, aux = tree.node_flatten(value)
+        items = [_grad_structure(v, adj, widest, fresh, given) for v in children]
+        tape = adj.tape
+        make = ir.Name(tape.ref(tree.registration(t)[1], identifier(f"make_{t.__name__}")))
+        aux_expr = ir.NONE if aux is None else ir.Name(tape.ref(aux, "aux"))
+        return ir.call(make, aux_expr, ir.List(items))
     return ir.NONE
 
 
@@ -340,35 +351,77 @@ def _array_module(fn, params, args):
 def _check_parameter(wrt, name, fn):
     code = getattr(fn, "__code__", None)
     where = dict(filename=code.co_filename, lineno=code.co_firstlineno) if code is not None else {}
-    found = _complex_leaf(wrt)
+    leaves = tree.leaves(wrt)
+    found = _complex_leaf(leaves)
     if found is not None:
         raise errors.LossError(
             f"knetc: the differentiated argument {name!r} holds complex values ({found}); knetc "
             "differentiates real float parameters", **where,
             hint="Pass the real and imaginary parts as separate float arrays (np.real(z), np.imag(z)) "
                  "and build the complex value inside the function; differentiate with respect to them.")
-    if not any(s.diff for s in syms_in(wrt)):
+    if not any(type(s) is Sym and s.diff for s in leaves):
+        obj = _parameter_object(leaves)
+        if obj is not None:
+            cls = type(obj).__qualname__
+            raise errors.LossError(
+                f"knetc: the differentiated argument {name!r} holds float values only inside an "
+                f"object of class {cls}, and knetc does not walk objects of unregistered classes", **where,
+                hint=f"Register the class so that knetc walks it: knetc.register_pytree({cls}, "
+                     "flatten, unflatten) (flatten(x) -> (children, aux_data); unflatten(aux_data, "
+                     f"children) -> x, as JAX's register_pytree_node), or make {cls} a dataclass "
+                     "or NamedTuple (walked automatically).")
         raise errors.LossError(
             f"knetc: the differentiated argument {name!r} holds no float array or Python float", **where,
             hint="Differentiate with respect to float parameters (np.float32/np.float64 arrays, "
-                 "Python floats, or lists/tuples/dicts of them); choose it with argnum=.")
+                 "Python floats, or lists/tuples/dicts, NamedTuples or dataclasses of them); choose "
+                 "it with argnum=.")
 
 
-def _complex_leaf(value):
-    """A description of the first complex leaf of a (mirrored) argument, or None."""
-    t = type(value)
-    if t is Sym:
-        return f"{value.shape} {value.dtype}" if value.dtype.kind == "c" else None
-    if t is list or t is tuple or t is dict:
-        for v in (value.values() if t is dict else value):
-            found = _complex_leaf(v)
-            if found is not None:
-                return found
-        return None
-    if isinstance(value, (complex, np.complexfloating)) or \
-            getattr(getattr(value, "dtype", None), "kind", None) == "c":
-        return f"a {type(value).__name__}"
+def _complex_leaf(leaves):
+    """A description of the first complex leaf of a (mirrored) argument's leaves, or None."""
+    for value in leaves:
+        if type(value) is Sym:
+            if value.dtype.kind == "c":
+                return f"{value.shape} {value.dtype}"
+        elif isinstance(value, (complex, np.complexfloating)) or \
+                getattr(getattr(value, "dtype", None), "kind", None) == "c":
+            return f"a {type(value).__name__}"
     return None
+
+
+# Values that are not objects holding parameters (numbers, strings, functions, modules, classes).
+_UNTRACKED = (int, float, complex, str, bytes, type(None), type, types.ModuleType,
+              types.FunctionType, types.BuiltinFunctionType, types.MethodType, np.ufunc, np.generic)
+
+
+def _parameter_object(leaves):
+    """The first leaf of a (mirrored) argument that is an object of an unregistered class holding
+    float arrays or floats among its attributes: parameters knetc cannot see, or None."""
+    for leaf in leaves:
+        if type(leaf) is not Sym and not isinstance(leaf, _UNTRACKED) and \
+                not is_array(leaf) and not tree.is_own_class(type(leaf)) and _holds_floats(leaf, 2):
+            return leaf
+    return None
+
+
+def _holds_floats(obj, depth: int) -> bool:
+    """Do ``obj``'s attributes hold float arrays or floats (in structures, in objects ``depth``
+    levels down)?"""
+    try:
+        attrs = list(vars(obj).values())
+    except TypeError:
+        attrs = []
+    for cls in type(obj).__mro__:
+        slots = cls.__dict__.get("__slots__", ())
+        for slot in (slots,) if isinstance(slots, str) else slots:
+            if slot not in ("__dict__", "__weakref__") and hasattr(obj, slot):
+                attrs.append(getattr(obj, slot))
+    for x in tree.leaves(tree.auto_register(attrs)):
+        if type(x) is float or is_array(x) and x.dtype.kind == "f":
+            return True
+        if depth > 1 and not isinstance(x, _UNTRACKED) and not is_array(x) and _holds_floats(x, depth - 1):
+            return True
+    return False
 
 
 def _check_loss(result, fn, loc):

@@ -11,6 +11,7 @@ import ast
 import builtins
 import contextlib
 import copy
+import inspect
 import operator
 import sys
 import threading
@@ -20,7 +21,7 @@ import weakref
 import gast
 import numpy as np
 
-from .. import errors
+from .. import errors, tree
 from ..rules import registry
 from ..runtime import prims
 from ..runtime.backend import is_array
@@ -251,7 +252,16 @@ class Specializer:
     - *Arguments* (``mirror_value``): the structure of the caller's lists/tuples/dicts is in the
       key; their array and float leaves become ``read`` ops (``w_0, w_1 = w``) at the path where
       the generated code finds them; containers are remembered in ``self.mirror`` so that a store
-      into them (``h[0] = v``) is replayed by the code (``emit_stores``).
+      into them (``h[0] = v``) is replayed by the code (``emit_stores``). Nodes of ``knetc.tree``
+      (NamedTuples, dataclasses, registered classes: pytrees) are walked the same way, their
+      type and aux data in the key: the loss sees an instance of the same class around the
+      mirrored children, read at run time as attributes (``p.w``) or, for registered classes,
+      through their flatten (``_children(p)[0]``). A dataclass is made without its ``__init__``;
+      its other data attributes (set by ``__init__``, class constants) are read from the caller's
+      object like an outside object's (``_node_attribute``), its methods and properties run on
+      the traced instance. An object of another class in a differentiated argument is a
+      constant leaf, tracked (below); a loss that reads float arrays from it is refused
+      (``LossError``): its weights would silently get no gradient.
     - *Globals and closure cells* (``outside``) are values the key does not see: ``reachable``
       reads arrays and floats at run time (``_g['W']``, ``cell.cell_contents``) and guards their
       type, shape and dtype (``_guard_kind``: the code after the read was written for them), and
@@ -287,6 +297,10 @@ class Specializer:
         self.frames: list = []     # the active frames, innermost last
         self._stores: list = []    # (loc, container path, key, value) stored into the caller's data
         self._objects: dict = {}   # id(outside object) -> (its path in the code, the object)
+        self._nodes: dict = {}     # id(mirrored node) -> (path, caller's object, mirror, diff,
+        #                            its field names: NamedTuples and dataclasses; else None)
+        self._opaque: dict = {}    # id(object of an unregistered class in a differentiated
+        #                            argument) -> (the object, its path): not walked, see attribute
         self.result_loc = (None, None)   # the statement that returned the result
         self._depth = 0                  # the deepest nesting of user functions seen
         self._deepest = None             # where Python's recursion limit was hit
@@ -499,8 +513,8 @@ class Specializer:
         if isinstance(t, gast.Name):
             old = self.lookup(t.id, frame)
             value = self.ev(s.value, frame)
-            if is_array(old) or type(old) is Sym and \
-                    is_array(old.val) and not self._owned(old, t.id, frame):
+            if is_array(old) and not self._owned_constant(old, t.id, frame) or type(old) is Sym \
+                    and is_array(old.val) and not self._owned(old, t.id, frame):
                 self.tape.mutation(t.id)
             self.assign(t, self._augmented(s, old, value), frame)
         elif isinstance(t, gast.Subscript):
@@ -537,9 +551,23 @@ class Specializer:
                                "Instead: build a new one (h = h + [v]), or assign an element.")
             return _IOPS[type(s.op)](old, value)
         new = _BINOPS[type(s.op)](old, value)
-        if type(old) is Sym and type(new) is Sym and is_array(old.val):
+        if type(new) is Sym and (type(old) is Sym and is_array(old.val) or is_array(old)):
             new = self._like_inplace(new, old)
         return new
+
+    def _owned_constant(self, arr, name, frame):
+        """May ``name += v`` rebind ``name`` when it holds a plain array? Only one NumPy computed
+        here from constants (``acc = np.zeros(3)``) that no other name or container refers to."""
+        if self.tape.folded.get(id(arr)) is not arr:
+            return False
+        for f in self.frames:
+            for k, v in f.vars.items():
+                if f is frame and k == name:
+                    continue
+                for o in (v if type(v) in (list, tuple) else v.values() if type(v) is dict else (v,)):
+                    if is_array(o) and np.may_share_memory(o, arr):
+                        return False
+        return True
 
     def _owned_slot(self, sym, obj, key, frame):
         """May ``obj[key] op= v`` rebind the slot instead of changing its array in place? As
@@ -787,7 +815,42 @@ class Specializer:
         if is_array(value) or isinstance(value, np.generic) and t is not np.bool_:
             is_float = np.issubdtype(value.dtype, np.floating)
             return self._read(path, value, diff and is_float, name=identifier(name))
+        if tree.node_type(t):
+            return self._mirror_node(value, path, diff, name)
+        if diff and not isinstance(value, _UNTRACKED) and not tree.is_own_class(t):
+            self._opaque[id(value)] = (value, path)
         return self._track(value, path)
+
+    def _mirror_node(self, value, path, diff, name):
+        """A NamedTuple, dataclass or registered object: an instance of its class (its registered
+        unflatten) around the mirrored children, read when the code runs: fields as attributes
+        (``p.w``), a registered class's children through its flatten (``_children(p)[i]``)."""
+        t = type(value)
+        children, aux = tree.node_flatten(value)
+        fields = tree.fields_of(t)
+        if fields is not None:
+            keys = fields[0]
+            items = [self.mirror_value(c, ir.Attr(path, k), diff, f"{name}_{k}")
+                     for k, c in zip(keys, children)]
+        else:
+            base = ir.call(ir.Name(self.tape.ref(tree.node_children, "_children")), path)
+            if children and all(_is_leaf(c) for c in children):
+                names = [identifier(f"{name}_{i}") for i in range(len(children))]
+                items = self.tape.read_many(base, children, diff, names)
+                self._external.update((id(s), s) for s in items)
+            else:
+                items = [self.mirror_value(c, ir.Subscript(base, ir.Const(i)), diff, f"{name}_{i}")
+                         for i, c in enumerate(children)]
+        if fields is not None and not isinstance(value, tuple):
+            # a dataclass: its fields set directly (its __init__ is plain Python: a new random
+            # generator, a cache made there would be this trace's); what __init__ sets besides
+            # the fields is read from the caller's object (``attribute``)
+            out = tree.with_fields(t, aux, items)
+        else:
+            out = tree.node_unflatten(t, aux, items)
+        names = None if fields is None else frozenset(fields[0] + fields[1])
+        self._nodes[id(out)] = (path, value, out, diff, names)
+        return out
 
     def _track(self, obj, path):
         """Remember where the code finds an outside object, so its attributes are read there."""
@@ -798,11 +861,57 @@ class Specializer:
     def attribute(self, obj, attr):
         """``obj.attr``; for an object from outside (an argument, a global), read when the code
         runs or guarded, like a global: never this call's value silently baked in."""
+        node = self._nodes.get(id(obj))
+        if node is not None and node[4] is not None and attr not in node[4]:
+            static = inspect.getattr_static(type(obj), attr, _ABSENT)
+            if static is _ABSENT or not hasattr(type(static), "__get__"):
+                return self._node_attribute(node, attr)
         value = getattr(obj, attr)
         hit = self._objects.get(id(obj))
         if hit is None or callable(value) and getattr(value, "__self__", None) is obj:
             return value    # a method of the object (its own source, or a random draw)
+        opaque = self._opaque.get(id(obj))
+        if opaque is not None:
+            self._opaque_attribute(opaque, attr, value)
         return self.reachable((id(obj), attr), ir.Attr(hit[0], attr), attr, value)
+
+    def _node_attribute(self, node, attr):
+        """A data attribute of a traced NamedTuple or dataclass that is not a field (set by its
+        ``__init__``/``__post_init__``, or a class constant): read from the caller's object when
+        the code runs, or guarded, like a global. Set by ``__init__`` from the fields, float
+        arrays would get no gradient: refused in a differentiated argument."""
+        path, original, _, diff, _ = node
+        value = getattr(original, attr)
+        if diff and attr in getattr(original, "__dict__", ()) and _holds_float_array(value):
+            cls = type(original).__qualname__
+            self.tape.fail(
+                errors.LossError,
+                f"knetc: the differentiated function reads .{attr} (float arrays) of the {cls} at "
+                f"{path.render()}, which is not one of its fields (its __init__ or __post_init__ "
+                "set it): knetc reads it from your object as it is, so it would get no gradient",
+                f"Compute {attr} inside the differentiated function (a method or property of "
+                f"{cls}), or make it a field.")
+        return self.reachable((id(original), attr), ir.Attr(path, attr), attr, value)
+
+    def _opaque_attribute(self, opaque, attr, value):
+        """``obj.attr`` of an object of an unregistered class inside a differentiated argument:
+        float arrays there are parameters the user meant, which knetc cannot see (refused);
+        an object there is opaque too."""
+        obj, path = opaque
+        if _holds_float_array(value):
+            cls = type(obj).__qualname__
+            self.tape.fail(
+                errors.LossError,
+                f"knetc: the differentiated function reads .{attr} (float arrays) from an object of "
+                f"class {cls} at {path.render()}, inside the differentiated argument; knetc does not "
+                f"walk objects of unregistered classes, so {attr} would get no gradient",
+                f"Register the class so that knetc walks it: knetc.register_pytree({cls}, flatten, "
+                "unflatten) (flatten(x) -> (children, aux_data); unflatten(aux_data, children) -> "
+                f"x, as JAX's register_pytree_node), or make {cls} a dataclass or NamedTuple "
+                "(walked automatically). A constant belongs outside the differentiated argument.")
+        if not isinstance(value, _UNTRACKED) and not is_array(value) and \
+                not tree.is_own_class(type(value)) and not tree.node_type(type(value)):
+            self._opaque[id(value)] = (value, ir.Attr(path, attr))
 
     def _read(self, *args, **kwargs):
         s = self.tape.read(*args, **kwargs)
@@ -1123,6 +1232,17 @@ def _holds_closure(v) -> bool:
 
 def _is_leaf(v) -> bool:
     return type(v) is float or is_array(v)
+
+
+_ABSENT = object()
+
+
+def _holds_float_array(v) -> bool:
+    """Is ``v`` a float array, or a structure (lists, dicts, NamedTuples...) holding one?"""
+    for x in tree.leaves(tree.auto_register(v)):
+        if is_array(x) and np.issubdtype(x.dtype, np.floating):
+            return True
+    return False
 
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import keyword as _keyword
 import operator
 import random as _random
+import warnings
 
 import numpy as np
 
@@ -240,6 +241,9 @@ class Tape:
         self._guards: dict = {}
         self.refs: dict[int, tuple] = {}  # id(obj) -> (code name, obj): namespace of the code
         self.taken = set(RESERVED)
+        # Arrays NumPy computed here from constants alone (np.zeros(3)): id -> array (kept
+        # alive, so ids are not reused): ``acc += w`` may rebind such a name (specialize._owned).
+        self.folded: dict[int, object] = {}
 
     # -- names ---------------------------------------------------------------------------
     def newname(self, base: str) -> str:
@@ -290,6 +294,10 @@ class Tape:
         rule = registry.lookup(fn)
         if not syms and not (rule is not None and rule.impure):
             val = fn(*args, **kwargs)
+            if type(val) is np.ndarray:
+                self.folded[id(val)] = val
+            if getattr(val, "dtype", None) is _F64:
+                _check_promotion(self, fn, args, kwargs)
             if type(val) is np.ndarray and val.dtype == object and _hides_syms(val):
                 self.fail(errors.UnsupportedSyntax,
                           f"knetc: {_fname(fn)} put traced values inside an object array (from a "
@@ -326,12 +334,15 @@ class Tape:
                       "Instead: draw standard values and transform them (mu + sigma * "
                       "rng.standard_normal(shape), low + (high - low) * rng.random(shape)), or "
                       "pass knetc.getval(v).")
+        cargs, ckwargs = concrete(args), concrete(kwargs)
         try:    # side effects (running statistics) belong to the generated code
             with prims.tracing_mode(True):
-                val = fn(*concrete(args), **concrete(kwargs))
+                val = fn(*cargs, **ckwargs)
         except Exception as e:
             e.add_note(f'knetc: while specializing "{self.loc[0]}", line {self.loc[1]}')
             raise
+        if getattr(val, "dtype", None) is _F64:   # a float32 model promoted by a float64 scalar?
+            _check_promotion(self, fn, args, kwargs)
         diff = rule.differentiable and diff_in
         if fn not in _OPERATORS:
             self.ref(fn)   # the function takes its plain name before any result is named after it
@@ -517,6 +528,76 @@ class Tape:
                       f"knetc: array attribute or method .{name} is not supported",
                       "Use the NumPy function form (np.xxx(x, ...)), or register a rule for it.")
         return make(self, sym)
+
+
+# ---------------------------------------------------------------------------------------------
+# A float32 model stays float32: NumPy float64 scalars that promote it are pointed out.
+
+class PrecisionWarning(UserWarning):
+    """A NumPy float64 scalar (``np.sqrt(d)`` of an int, ``np.float64(...)``, a 0-d float64 array)
+    made float32 arrays float64 in the differentiated function: NumPy 2 promotes float32 arrays
+    to float64 when they meet one; Python floats stay weak and do not. Warned once per line."""
+
+
+_F64 = np.dtype(np.float64)
+_NARROW = (np.dtype(np.float32), np.dtype(np.float16))
+_OP_SYMBOLS = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
+               operator.floordiv: "//", operator.mod: "%", operator.pow: "**", operator.matmul: "@"}
+_warned_lines: set = set()
+
+
+def _check_promotion(tape, fn, args, kwargs) -> None:
+    """``fn(*args, **kwargs)`` gave float64: when an operand is a float32 (or float16) array or
+    scalar and another a NumPy float64 scalar (a constant of the trace, or an argument or global
+    leaf; not a value computed from float64 data, which meets float32 on purpose), the model
+    silently left float32 here. Warn once per user line, saying what to write instead."""
+    narrow = scalar = None
+    sym_scalar, array = False, True
+    for a in (*args, *kwargs.values()):
+        v = a.val if type(a) is Sym else a
+        dt = getattr(v, "dtype", None)
+        if not isinstance(dt, np.dtype):
+            continue
+        if dt in _NARROW:
+            narrow, array = dt, bool(getattr(v, "ndim", 0))
+        elif dt is _F64 and (type(v) is np.float64 or getattr(v, "ndim", None) == 0) \
+                and (scalar is None or (sym_scalar and type(a) is not Sym)):   # constants first
+            scalar, sym_scalar = a, type(a) is Sym
+    if narrow is None or scalar is None:
+        return
+    filename, lineno = tape.loc
+    if filename is not None and filename.startswith("<knetc-"):
+        return                          # knetc's own generated code (grad of grad)
+    key = (filename, lineno)
+    if key in _warned_lines or (sym_scalar and id(scalar) in _computed(tape)):
+        return
+    _warned_lines.add(key)
+    scalar = scalar.val if sym_scalar else scalar
+    what = _OP_SYMBOLS.get(fn) if _hashable(fn) else None
+    what = f"'{what}'" if what else (_numpy_path(fn) or _fname(fn))
+    kind = "np.float64 scalar" if type(scalar) is np.float64 else "0-d float64 array"
+    operand = f"{narrow} {'array' if array else 'scalar'}"
+    message = (f"knetc: {what} of a {operand} and a {kind} ({float(scalar)!r}) gives float64 "
+               f"here: NumPy 2 promotes {narrow} arrays to float64 when they meet a NumPy float64 "
+               f"scalar (np.sqrt(d) of an int is one). Write np.{narrow}(...) around the scalar, or "
+               f"compute it with Python floats (math.sqrt(d), float(...)), which stay weak and keep "
+               f"{narrow}.")
+    warnings.warn_explicit(message, PrecisionWarning, filename or "<unknown>", lineno or 0)
+
+
+def _computed(tape) -> set:
+    """The ids of the values the tape's operations computed so far (not arguments or reads),
+    gathered incrementally (only asked for when a traced float64 scalar meets float32)."""
+    seen, ids = getattr(tape, "_computed_ids", (0, set()))
+    ops = tape.ops
+    if len(ops) < seen:
+        seen, ids = 0, set()
+    for op in ops[seen:]:
+        if op.kind == "call":
+            for o in op.outs if type(op.outs) is tuple else (op.outs,):
+                ids.add(id(o))
+    tape._computed_ids = (len(ops), ids)
+    return ids
 
 
 # ---------------------------------------------------------------------------------------------

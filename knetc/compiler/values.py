@@ -11,6 +11,7 @@ import operator
 
 import numpy as np
 
+from .. import tree
 from . import ir
 from .tape import Sym
 
@@ -45,6 +46,13 @@ def value_expr(value, tape) -> ir.Expr:
         return dtype_expr(value)
     if isinstance(value, np.generic) and value.ndim == 0 and not isinstance(value, np.void):
         return ir.Const(value)
+    if tree.node_type(t) and any(type(v) is Sym for v in tree.leaves(value)):
+        # A NamedTuple, dataclass or registered class holding traced values (has_aux returns
+        # one): rebuilt by its registered unflatten around its children's expressions.
+        children, aux = tree.node_flatten(value)
+        make = ir.Name(tape.ref(tree.registration(t)[1], f"make_{t.__name__}"))
+        aux_expr = ir.NONE if aux is None else ir.Name(tape.ref(aux, "aux"))
+        return ir.call(make, aux_expr, ir.List([value_expr(v, tape) for v in children]))
     return ir.Name(tape.ref(value, _hint(value)))
 
 

@@ -11,9 +11,9 @@ Conventions, as in JAX: the nan-functions give NaN entries a zero gradient (an a
 gives its entries 0); ``ptp``, ``nanmax`` and ``nanmin`` share the gradient equally between tied
 extrema (as ``np.max``); ``nanprod``'s gradient is the product of the other entries
 (``reduce.prod_others``, exact at zeros). ``quantile`` and ``percentile`` (``method="linear"``
-only) split the gradient between the two order statistics they interpolate, ``1 - t`` and ``t``; they are differentiable wrt ``q``
-as well (the slope between those two values). ``where=``, ``out=``, ``mean=`` and a traced
-``initial`` (but nansum's) are refused.
+only) split the gradient between the two order statistics they interpolate, ``1 - t`` and
+``t``; they are differentiable wrt ``q`` as well (the slope between those two values).
+``where=``, ``out=``, ``mean=`` and a traced ``initial`` (but nansum's) are refused.
 """
 import operator
 
