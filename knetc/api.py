@@ -551,17 +551,6 @@ class Differentiable:
         self._g = Grad(fun, argnums, order="gradloss", has_aux=has_aux, source=source)
         functools.update_wrapper(self, fun, updated=())
 
-    @property
-    def _cache(self) -> SpecCache:
-        """The cache of this mode: gradients train (Knet's rule) unless the user asked for
-        ``training_mode(False)`` (eval-mode gradients: another specialization, cached apart)."""
-        if prims.training_requested() is not False:
-            return self._train_cache
-        if self._eval_cache is None:
-            self._eval_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss,
-                                             self.has_aux, training=False)
-        return self._eval_cache
-
     def __call__(self, *args, **kwargs):
         return self.fun(*args, **kwargs)
 

@@ -439,15 +439,16 @@ def _check_loss(result, fn, loc):
     complex_hint = "Return a real scalar, e.g. np.abs(z) ** 2 or np.real(z) of the complex value."
     bool_hint = ("A comparison has no gradient (it is a step): return a float loss, e.g. a smooth "
                  "surrogate such as np.maximum(0, margin), or select with np.where.")
-    if type(result) is Sym:
-        kind = result.dtype.kind
-        if kind == "c":
-            fail(f"a complex value ({result.shape} {result.dtype})", complex_hint, "a real scalar loss")
-        if kind == "b":
-            fail(f"a boolean ({result.shape} bool)", bool_hint, "a real scalar loss")
-        if result.size != 1:
-            fail(f"an array of shape {result.shape}",
+    def check_array(shape, dtype, size):
+        if dtype.kind == "c":
+            fail(f"a complex value ({shape} {dtype})", complex_hint, "a real scalar loss")
+        if dtype.kind == "b":
+            fail(f"a boolean ({shape} bool)", bool_hint, "a real scalar loss")
+        if size != 1:
+            fail(f"an array of shape {shape}",
                  "Reduce it to a scalar, e.g. return np.sum(...) or np.mean(...).")
+    if type(result) is Sym:
+        check_array(result.shape, result.dtype, result.size)
         return result
     if result is None:
         fail("None", "Return the loss value.")
@@ -458,15 +459,8 @@ def _check_loss(result, fn, loc):
     if isinstance(result, (int, float, np.integer, np.floating)):
         return result
     if isinstance(result, np.ndarray):     # a constant: it does not depend on the parameter
-        kind = result.dtype.kind
-        if kind == "c":
-            fail(f"a complex value ({result.shape} {result.dtype})", complex_hint, "a real scalar loss")
-        if kind == "b":
-            fail(f"a boolean ({result.shape} bool)", bool_hint, "a real scalar loss")
-        if result.size != 1:
-            fail(f"an array of shape {result.shape}",
-                 "Reduce it to a scalar, e.g. return np.sum(...) or np.mean(...).")
-        if kind in "iuf":
+        check_array(result.shape, result.dtype, result.size)
+        if result.dtype.kind in "iuf":
             return result
     fail(f"a {type(result).__name__}",
          "Return one scalar (for several values, return their sum or use separate functions).")
