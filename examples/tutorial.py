@@ -7,6 +7,12 @@
 5. charlm: LSTM character language model on Shakespeare (embed 168, hidden 334), a short
    CPU-sized run, then a sample of generated text.
 
+With ``--more``, two models beyond Knet's tutorial follow (about a minute and a half more):
+
+6. transformer_lm: a character-level Transformer (d 64, 2 layers, 4 heads) on Shakespeare,
+   AdamW with warm-up and cosine decay, gradient clipping, then a sample;
+7. resnet_mnist: a small ResNet (conv, batchnorm, residual blocks) on MNIST, Adam (1 epoch).
+
 Every section is one of the example scripts (``examples/<name>.py``) run through its ``main``; the
 options below bound the work so the whole tutorial takes a few minutes on a small CPU. The data
 comes through knetc's loaders (``$KNETC_DATA``, the cache ``~/.cache/knetc``, or a download).
@@ -15,6 +21,7 @@ comes through knetc's loaders (``$KNETC_DATA``, the cache ``~/.cache/knetc``, or
     python -m examples.tutorial --quick                 # every model on small data (a minute)
     python -m examples.tutorial --only housing lenet    # some sections
     python -m examples.tutorial --lenet-ntrain 10000    # LeNet on a subset
+    python -m examples.tutorial --more                  # also the Transformer and the ResNet
 """
 from __future__ import annotations
 
@@ -26,16 +33,21 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: python examples/tutorial.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples import charlm, housing, lenet, mnist_mlp, mnist_softmax  # noqa: E402
+from examples import (charlm, housing, lenet, mnist_mlp, mnist_softmax, resnet_mnist,  # noqa: E402
+                      transformer_lm)
 
 SECTIONS = ("housing", "mnist_softmax", "mnist_mlp", "lenet", "charlm")
+MORE = ("transformer_lm", "resnet_mnist")     # beyond Knet's tutorial: run with --more
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m examples.tutorial",
                                 description="Run Knet's tutorial models with knetc, timed.")
-    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                   help="sections to run (default: all)")
+    p.add_argument("--only", nargs="+", choices=SECTIONS + MORE, default=None,
+                   help="sections to run (default: all of Knet's tutorial; with --more also "
+                        "transformer_lm and resnet_mnist)")
+    p.add_argument("--more", action="store_true",
+                   help="also run the models beyond Knet's tutorial: transformer_lm, resnet_mnist")
     p.add_argument("--quick", action="store_true",
                    help="every model on small data (each example's --small)")
     p.add_argument("--softmax-epochs", type=int, default=10, help="mnist_softmax epochs (10)")
@@ -47,7 +59,10 @@ def parse_args(argv=None):
                    help="charlm minibatches of 32 x 50 characters (150)")
     p.add_argument("--sample", type=int, default=300, help="characters charlm generates (300)")
     p.add_argument("--seed", type=int, default=1, help="random seed")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.only is None:
+        args.only = list(SECTIONS) + (list(MORE) if args.more else [])
+    return args
 
 
 def _commands(args):
@@ -59,14 +74,18 @@ def _commands(args):
                 ("mnist_softmax", mnist_softmax, small),
                 ("mnist_mlp", mnist_mlp, small + ["--epochs", "3"]),
                 ("lenet", lenet, small),
-                ("charlm", charlm, small + ["--sample", str(args.sample)])]
+                ("charlm", charlm, small + ["--sample", str(args.sample)]),
+                ("transformer_lm", transformer_lm, small + ["--sample", str(args.sample)]),
+                ("resnet_mnist", resnet_mnist, small)]
     return [("housing", housing, seed),
             ("mnist_softmax", mnist_softmax, ["--epochs", str(args.softmax_epochs), *seed]),
             ("mnist_mlp", mnist_mlp, ["--epochs", str(args.mlp_epochs), *seed]),
             ("lenet", lenet, ["--epochs", str(args.lenet_epochs),
                               "--ntrain", str(args.lenet_ntrain), *seed]),
             ("charlm", charlm, ["--batches", str(args.charlm_batches),
-                                "--sample", str(args.sample), *seed])]
+                                "--sample", str(args.sample), *seed]),
+            ("transformer_lm", transformer_lm, ["--sample", str(args.sample), *seed]),
+            ("resnet_mnist", resnet_mnist, seed)]
 
 
 def _summary(name, r):
@@ -78,6 +97,9 @@ def _summary(name, r):
         if r.get("tst_loss") is not None:
             s += f", tst loss {r['tst_loss0']:.3f} -> {r['tst_loss']:.3f}"
         return s
+    if name == "transformer_lm":
+        return (f"trn loss {r['loss_first']:.3f} -> {r['loss_last']:.3f} in {r['steps']} steps, "
+                f"tst loss {r['tst_loss0']:.3f} -> {r['tst_loss']:.3f} (unigram {r['unigram']:.3f})")
     return (f"tst acc {r['tst_acc']:.4f} after {r['epochs']} epochs on {r['ntrain']} images "
             f"(trn loss {r['loss0']:.3f} -> {r['loss']:.3f})")
 
