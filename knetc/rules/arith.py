@@ -32,16 +32,25 @@ def div(y, a, b):
 
 @adjoint(operator.pow, np.power)
 def pow_(y, a, b):
-    if isinstance(b, (int, float)) and b == 2:
+    # As JAX: x ** 0 has derivative 0 everywhere (no 0 * 0 ** -1), and the derivative wrt the
+    # exponent takes log(0) as 0 (0 ** y is 0 for y > 0, whatever y does).
+    if isinstance(b, (int, float)) and b == 0:
+        d[a] = np.zeros(a.shape, a.dtype)
+    elif isinstance(b, (int, float)) and b == 2:
         d[a] = unbroadcast(d[y] * (2 * a), a)
     elif isinstance(b, (int, float)):
         d[a] = unbroadcast(d[y] * (b * a ** static(b - 1)), a)
     else:
-        d[a] = unbroadcast(d[y] * b * a ** (b - 1), a)
+        d[a] = unbroadcast(d[y] * b * a ** (b - 1 + (b == 0)), a)   # b == 0: no 0 ** -1
     if isinstance(a, (int, float)):  # a constant base: log(a) as a literal (keeps float32)
-        d[b] = unbroadcast(d[y] * y * static(float(np.log(a))), b)
+        d[b] = unbroadcast(d[y] * y * static(_log_base(a)), b)
     else:
-        d[b] = unbroadcast(d[y] * y * np.log(a), b)
+        d[b] = unbroadcast(d[y] * y * np.log(np.where(a == 0, 1, a)), b)
+
+
+def _log_base(a) -> float:
+    """log of a constant base, 0 for a zero base (as JAX: 0 ** y does not move with y > 0)."""
+    return float(np.log(a)) if a > 0 else 0.0 if a == 0 else float("nan")
 
 
 @adjoint(operator.neg, np.negative)
