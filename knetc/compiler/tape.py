@@ -400,6 +400,9 @@ class Tape:
         """``np.sum([w, 2 * w])``, ``np.array([[x, y], [z, 1.0]])``: the (nested) lists of
         traced values that ``fn`` reads as arrays, built first as arrays (np.array of
         arrays), so that every rule sees arrays. None when there is nothing to build."""
+        if not any(type(a) is list or type(a) is tuple for a in args) and \
+                not any(type(v) is list or type(v) is tuple for v in kwargs.values()):
+            return None         # the usual case: nothing is a list (a fast exit, per operation)
         if not _hashable(fn):
             return None
         if fn in _BUILDERS or fn in _JOINERS:
