@@ -16,6 +16,7 @@ import knetc
 from knetc import elu, getval, logp, logsumexp, mat, nll, relu, selu, sigm, softmax
 from knetc.gradcheck import gradcheck, numeric_grad
 from knetc.rules.registry import adjoint
+from gradtest import check, second_order
 
 RNG = np.random.default_rng(1234)
 
@@ -38,14 +39,6 @@ def away(shape, gap=0.1):
     if shape == "float":
         return x if abs(x) > gap else x + np.copysign(2 * gap, x)
     return np.where(np.abs(x) < gap, np.copysign(2 * gap, x), x)
-
-
-def check(f, *args, argnums=(0,), **kw):
-    for i in argnums:
-        # Twice: a function specialized for many shapes runs a new one uncompiled first (tier 0)
-        # and compiles it when it comes back; both must be right.
-        assert gradcheck(f, *args, argnum=i, **kw)
-        assert gradcheck(f, *args, argnum=i, **kw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -811,15 +804,6 @@ def test_float32_reductions(f):
 # ---------------------------------------------------------------------------------------------
 # Gradients of gradients: differentiating a function that calls knetc.grad runs each rule's
 # generated code (pure, no in-place updates) through the rules again.
-
-def second_order(f, *rest):
-    """sum(sin(grad(f)(x, *rest))) as a function of x."""
-    df = knetc.grad(f)
-
-    def outer_loss(x):
-        return np.sum(np.sin(df(x, *rest)))
-    return outer_loss
-
 
 SECOND_ORDER = [
     (exp_, rnd), (log_, pos), (log1p_, pos), (expm1_, rnd), (sqrt_, pos), (abs_, away), (sin_, rnd),

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import knetc
-from knetc.gradcheck import gradcheck
 from knetc.rules.registry import lookup
+from gradtest import check, second_order
 
 try:
     import scipy.special as sp
@@ -23,12 +23,6 @@ except ImportError:  # pragma: no cover - scipy is optional
     sp = None
 
 RNG = np.random.default_rng(2024)
-
-
-def check(f, *args, argnums=(0,), **kw):
-    for i in argnums:
-        assert gradcheck(f, *args, argnum=i, **kw)
-        assert gradcheck(f, *args, argnum=i, **kw)
 
 
 def square(shape):
@@ -40,14 +34,6 @@ def square(shape):
 def spd(shape):
     b = RNG.normal(size=shape)
     return b @ np.swapaxes(b, -1, -2) + shape[-1] * np.eye(shape[-1])
-
-
-def second_order(f, *rest):
-    df = knetc.grad(f)
-
-    def outer_loss(x):
-        return np.sum(np.sin(df(x, *rest)))
-    return outer_loss
 
 
 SHAPES = [(2, 2), (3, 3), (4, 4), (2, 3, 3)]

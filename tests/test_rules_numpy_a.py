@@ -15,6 +15,7 @@ import pytest
 import knetc
 from knetc.errors import NoRuleError
 from knetc.gradcheck import gradcheck
+from gradtest import check, second_order
 
 RNG = np.random.default_rng(20261129)
 
@@ -42,21 +43,6 @@ def away(shape, gap=0.1):
 def signed(shape):
     """Magnitudes in [0.5, 2] with random signs: away from 0, no ties."""
     return pos(shape) * RNG.choice([-1.0, 1.0], size=shape)
-
-
-def check(f, *args, argnums=(0,), **kw):
-    for i in argnums:
-        assert gradcheck(f, *args, argnum=i, **kw)
-        assert gradcheck(f, *args, argnum=i, **kw)
-
-
-def second_order(f, *rest):
-    """sum(sin(grad(f)(x, *rest))) as a function of x."""
-    df = knetc.grad(f)
-
-    def outer_loss(x):
-        return np.sum(np.sin(df(x, *rest)))
-    return outer_loss
 
 
 # ---------------------------------------------------------------------------------------------

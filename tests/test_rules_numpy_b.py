@@ -13,9 +13,10 @@ import pytest
 
 import knetc
 from knetc.errors import NoRuleError
-from knetc.gradcheck import gradcheck, numeric_grad
+from knetc.gradcheck import numeric_grad
 from knetc.rules import nondiff
 from knetc.rules.registry import lookup
+from gradtest import check, check2
 
 RNG = np.random.default_rng(2024)
 
@@ -26,25 +27,6 @@ def rnd(shape, dtype=np.float64):
 
 def pos(shape, dtype=np.float64):
     return np.asarray(RNG.uniform(0.5, 2.0, size=shape), dtype=dtype)
-
-
-def check(f, *args, argnums=(0,), **kw):
-    for i in argnums:
-        assert gradcheck(f, *args, argnum=i, **kw)
-        assert gradcheck(f, *args, argnum=i, **kw)
-
-
-def second_order(f, *rest):
-    """sum(sin(grad(f)(x, *rest))) as a function of x."""
-    df = knetc.grad(f)
-
-    def outer_loss(x):
-        return np.sum(np.sin(df(x, *rest)))
-    return outer_loss
-
-
-def check2(f, x, *rest):
-    check(second_order(f, *rest), x, rtol=1e-4, atol=1e-6)
 
 
 def w(y):
