@@ -142,11 +142,7 @@ class Grad(Inlinable):
         if kwargs or not self._simple or len(args) != self._npos:
             args = self._bind(args, kwargs)
         cache = self._cache
-        try:
-            for fn, code in cache.watch:    # a __code__ replaced in place (IPython's autoreload)
-                if fn.__code__ is not code:
-                    raise ReferenceError
-        except ReferenceError:
+        if cache.watch and not cache.fresh():   # a __code__ replaced in place (IPython's autoreload)
             self._revalidate()
         key = cache.key(args)
         entries = cache.get(key)

@@ -351,7 +351,7 @@ VIEWS = frozenset({"reshape", "transpose", "swapaxes", "expand_dims", "squeeze",
                    "moveaxis", "rollaxis", "ravel", "asarray", "asanyarray", "ascontiguousarray",
                    "T", "diagonal", "atleast_1d", "atleast_2d", "atleast_3d", "flip", "flipud",
                    "fliplr", "rot90", "real", "imag", "view", "split", "array_split", "hsplit",
-                   "vsplit", "dsplit", "broadcast_arrays", "squeeze", "take_along_axis_view"})
+                   "vsplit", "dsplit", "broadcast_arrays"})
 _FRESH_METHODS = frozenset({"sum", "mean", "astype", "copy", "max", "min", "prod", "dot", "cumsum",
                             "cumprod", "var", "std"})
 
