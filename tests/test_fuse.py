@@ -676,7 +676,7 @@ def test_gpu_inout_kernel_updates_in_place():
     cupy = _cupy()
     env = {"x": ((4, 4), F32), "y": ((4, 4), F32)}
     codes = ["dx = np.full((4, 4), 1.0, np.float32)", "t = x * y", "dx += t * 2", "r = dx + 1"]
-    stmts, (out, kernels) = _group(codes, env, executor=F.CupyKernel)
+    stmts, (out, kernels) = _group(codes, env, ret=("dx", "r"), executor=F.CupyKernel)
     (k,) = kernels.values()
     x, y = cupy.asarray(_f32(4, 4)), cupy.asarray(_f32(4, 4))
     buf = cupy.ones((4, 4), cupy.float32)

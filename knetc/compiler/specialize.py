@@ -752,7 +752,7 @@ class Specializer:
         result = value
         if isinstance(value, types.ModuleType):
             if not _library(value):   # a user's module: its attributes are read like globals
-                tape.guard(ir.BinOp("is not", where, ir.Name(tape.ref(value, name))))
+                tape.guard(ir.BinOp("is not", where, ir.Name(tape.ref(value, name, exact=True))))
                 self._objects[id(value)] = (where, value)
         elif type(value) is float or is_array(value):
             result = self._read(where, value, name=name)
@@ -765,7 +765,7 @@ class Specializer:
             tape.guard(ir.BinOp("!=", ir.call(ir.Name(tape.ref(spec_of, "spec_of")), where), ref))
             result = self.mirror_value(value, where, diff=False, name=name)
         else:
-            tape.guard(ir.BinOp("is not", where, ir.Name(tape.ref(value, name))))
+            tape.guard(ir.BinOp("is not", where, ir.Name(tape.ref(value, name, exact=True))))
             self._track(value, where)
         self._globals[key] = (result,)
         return result

@@ -239,7 +239,7 @@ class Tape:
         self.loc = (None, None)          # (filename, lineno) of the statement being specialized
         self.names: dict[str, int] = {}
         self._guards: dict = {}
-        self.refs: dict[int, tuple] = {}  # id(obj) -> (code name, obj): namespace of the code
+        self.refs: dict = {}  # id(obj) or ('exact', id) -> (code name, obj): namespace of the code
         self.taken = set(RESERVED)
         # Arrays NumPy computed here from constants alone (np.zeros(3)): id -> array (kept
         # alive, so ids are not reused): ``acc += w`` may rebind such a name (specialize._owned).
@@ -257,16 +257,19 @@ class Tape:
                 self.taken.add(name)
                 return name
 
-    def ref(self, obj, hint: str | None = None) -> str:
-        """The code name under which generated code refers to ``obj``."""
-        hit = self.refs.get(id(obj))
+    def ref(self, obj, hint: str | None = None, exact: bool = False) -> str:
+        """The code name under which generated code refers to ``obj``. NumPy's own functions
+        are named ``np.<name>`` (bound to cupy in GPU specializations); ``exact=True`` names
+        the object itself, for identity guards that must hold on either device."""
+        key = ("exact", id(obj)) if exact else id(obj)
+        hit = self.refs.get(key)
         if hit is not None:
             return hit[0]
-        name = _numpy_path(obj)
+        name = None if exact else _numpy_path(obj)
         if name is None:
             base = hint or getattr(obj, "__name__", None) or "c"
             name = self.newname(base if str(base).isidentifier() else "c")
-        self.refs[id(obj)] = (name, obj)
+        self.refs[key] = (name, obj)
         return name
 
     def rename(self, sym: Sym, name: str) -> None:
