@@ -30,7 +30,7 @@ TIER0_AFTER = 2
 
 
 def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
-                  training: bool = True) -> SpecCache:
+                  training: bool = True, fuse: bool = True) -> SpecCache:
     """One cache per (function, argnums, with_loss, has_aux), shared by every grad(fun) made for it, so
     ``knetc.grad(loss)(w, x, y)`` written inside a training loop compiles once, like a stored grad.
 
@@ -44,7 +44,8 @@ def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
             per_fun = _CACHES[fun] = {}
     except TypeError:   # not weak-referenceable: a cache of its own
         return SpecCache()
-    key = (argnum, with_loss) if not has_aux and training else (argnum, with_loss, has_aux, training)
+    key = (argnum, with_loss) if not has_aux and training and fuse else \
+        (argnum, with_loss, has_aux, training, fuse)
     cache = per_fun.get(key)
     if cache is None:
         cache = per_fun[key] = SpecCache()
@@ -114,7 +115,7 @@ class Grad(Inlinable):
         self._wrt = self.argnums if self.several else self.argnum
         self._cache_of = fun if self._target is fun else self._target
         self._train_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss, has_aux)
-        self._eval_cache = None
+        self._variant_caches: dict = {}
         self._lock = _LOCK
 
     def _bind(self, args, kwargs) -> tuple:
@@ -130,13 +131,18 @@ class Grad(Inlinable):
     @property
     def _cache(self) -> SpecCache:
         """The cache of this mode: gradients train (Knet's rule) unless the user asked for
-        ``training_mode(False)`` (eval-mode gradients: another specialization, cached apart)."""
-        if prims.training_requested() is not False:
+        ``training_mode(False)`` (eval-mode gradients: another specialization, cached apart);
+        code generated with GPU kernel fusion switched off (``settings.override(fuse=False)``)
+        is cached apart too, so a switch never meets code generated under the other setting."""
+        training = prims.training_requested() is not False
+        fuse = settings.enabled("fuse")
+        if training and fuse:
             return self._train_cache
-        if self._eval_cache is None:
-            self._eval_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss,
-                                             self.has_aux, training=False)
-        return self._eval_cache
+        cache = self._variant_caches.get((training, fuse))
+        if cache is None:
+            cache = self._variant_caches[(training, fuse)] = _shared_cache(
+                self._cache_of, self._wrt, self.with_loss, self.has_aux, training, fuse)
+        return cache
 
     def __call__(self, *args, **kwargs):
         if kwargs or not self._simple or len(args) != self._npos:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import errors, tree
+from .. import errors, settings, tree
 from ..runtime import prims
 from ..runtime.backend import devices_of, is_array
 from . import ir
@@ -179,7 +179,7 @@ def _in_mode(fn, training: bool):
 
 
 def _fuses(xp) -> bool:
-    return xp is not np and os.environ.get("KNETC_FUSE", "1") != "0"
+    return xp is not np and settings.enabled("fuse")
 
 
 def _namespace(tape, xp) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 from .. import errors
 from ..rules import registry
 from ..runtime import prims
+from ..runtime.backend import devices_of
 from . import ir
 
 
@@ -342,6 +343,13 @@ class Tape:
             with prims.tracing_mode(True):
                 val = fn(*cargs, **ckwargs)
         except Exception as e:
+            if isinstance(e, TypeError) and len(devices_of((cargs, ckwargs))) > 1:
+                self.fail(errors.KnetcError,
+                          f"knetc: {_fname(fn)} mixes NumPy (host) and CuPy (GPU) arrays: a NumPy "
+                          "constant or global meets values on the GPU",
+                          "Instead: make the constant on the device (cupy.asarray(c), or "
+                          "knetc.array_module(x).arange(...)), or pass it as an argument moved "
+                          "with knetc.gpu().")
             e.add_note(f'knetc: while specializing "{self.loc[0]}", line {self.loc[1]}')
             raise
         if getattr(val, "dtype", None) is _F64:   # a float32 model promoted by a float64 scalar?
