@@ -26,12 +26,25 @@ from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 
+from . import cudnn as _cudnn
 from .backend import array_module
 
 __all__ = ["conv4", "conv4_w", "conv4_x", "deconv4", "deconv4_w", "deconv4_x",
            "pool", "pool_x", "pool_with_index", "pool_x_saved", "pool_x_dy", "unpool", "unpool_x"]
 
 IntPair = int | tuple[int, int]
+
+
+def _via_cudnn(name: str, *args, **kwargs):
+    """``runtime.cudnn.layers.<name>(*args, **kwargs)`` when its array arguments are CuPy arrays
+    and cuDNN is enabled (see ``runtime.cudnn.enabled``), else NotImplemented: the caller then
+    runs its own code. NumPy arrays return before anything of cuDNN is loaded."""
+    if not _cudnn.enabled(*(a for a in args if hasattr(a, "shape"))):
+        return NotImplemented
+    from .cudnn import layers
+    return getattr(layers, name)(*args, **kwargs)
+
+
 Array = Any  # a numpy.ndarray, or a cupy.ndarray on the GPU
 
 
@@ -185,6 +198,9 @@ def conv4(w: Array, x: Array, *, padding: IntPair = 0, stride: IntPair = 1, dila
     Returns ``y`` of shape (N, O, Ho, Wo); ``mode=0`` flips the kernel (convolution), ``mode=1``
     does not (cross-correlation); ``alpha`` scales ``y``.
     """
+    r = _via_cudnn("conv4", w, x, padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     xp = array_module(w, x)
     g = _conv_geometry(w.shape, x.shape, padding, stride, dilation)
     N, C, H, W = x.shape
@@ -200,6 +216,10 @@ def conv4(w: Array, x: Array, *, padding: IntPair = 0, stride: IntPair = 1, dila
 def conv4_w(w: Array, x: Array, dy: Array, *, padding: IntPair = 0, stride: IntPair = 1,
             dilation: IntPair = 1, mode: int = 0, alpha: float = 1) -> Array:
     """Gradient of ``sum(conv4(w, x, ...) * dy)`` with respect to ``w`` (only w's shape is read)."""
+    r = _via_cudnn("conv4_w", w, x, dy,
+                   padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     xp = array_module(w, x, dy)
     _check_conv_mode(mode)
     g = _conv_geometry(w.shape, x.shape, padding, stride, dilation)
@@ -240,6 +260,10 @@ def _conv_x(w, xshape, dy, padding, stride, dilation, mode, alpha):
 def conv4_x(w: Array, x: Array, dy: Array, *, padding: IntPair = 0, stride: IntPair = 1,
             dilation: IntPair = 1, mode: int = 0, alpha: float = 1) -> Array:
     """Gradient of ``sum(conv4(w, x, ...) * dy)`` with respect to ``x`` (only x's shape is read)."""
+    r = _via_cudnn("conv4_x", w, x, dy,
+                   padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     return _conv_x(w, x.shape, dy, padding, stride, dilation, mode, alpha)
 
 
@@ -260,6 +284,9 @@ def deconv4(w: Array, x: Array, *, padding: IntPair = 0, stride: IntPair = 1, di
     ``w`` (Cx, Cy, kh, kw), ``x`` (N, Cx, H, W) playing the part of dy. The result is
     (N, Cy, Ho, Wo) with ``Ho = sh*(H-1) + (kh-1)*dh + 1 - 2*ph``; ``mode=1`` matches
     ``torch.nn.functional.conv_transpose2d``."""
+    r = _via_cudnn("deconv4", w, x, padding=padding, stride=stride, dilation=dilation, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     shape = _deconv_shape(w, x, padding, stride, dilation)
     return _conv_x(w, shape, x, padding, stride, dilation, mode, alpha)
 
@@ -361,6 +388,9 @@ def pool(x: Array, *, window: IntPair = 2, padding: IntPair = 0, stride: IntPair
     """Knet's ``pool``: max (``mode`` 0 or 3) or average pooling (``mode=1`` counts padded cells,
     ``mode=2`` does not) of ``x`` (N, C, H, W) over ``window``; ``stride`` defaults to
     ``window``. Returns (N, C, Ho, Wo) scaled by ``alpha``."""
+    r = _via_cudnn("pool", x, window=window, padding=padding, stride=stride, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     xp = array_module(x)
     _check_pool_mode(mode)
     g = _pool_geometry(x, window, padding, stride)
@@ -377,6 +407,9 @@ def pool_x(x: Array, y: Array, dy: Array, *, window: IntPair = 2, padding: IntPa
     Max pooling sends each window's gradient to the first (row-major) cell equal to the window's
     maximum, so ties are broken the same way in every call.
     """
+    r = _via_cudnn("pool_x", x, y, dy, window=window, padding=padding, stride=stride, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     xp = array_module(x, y, dy)
     _check_pool_mode(mode)
     g = _pool_geometry(x, window, padding, stride)
@@ -613,6 +646,9 @@ def unpool(x: Array, *, window: IntPair = 2, padding: IntPair = 0, stride: IntPa
     """Knet's ``unpool``, the reverse of pooling (``pool(unpool(x)) == x``): each value is spread
     over its window, i.e. average-pool backward times the window size, divided by ``alpha``.
     With the default non-overlapping window this is nearest-neighbour upsampling."""
+    r = _via_cudnn("unpool", x, window=window, padding=padding, stride=stride, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     xp = array_module(x)
     shape, g, exclude_pad, size = _unpool_setup(x, window, padding, stride, mode)
     return _avgpool_t(xp, x, shape, g, exclude_pad, size / alpha)
@@ -622,6 +658,10 @@ def unpool_x(x: Array, y: Array, dy: Array, *, window: IntPair = 2, padding: Int
              stride: IntPair | None = None, mode: int = 0, alpha: float = 1) -> Array:
     """Gradient of ``sum(unpool(x, ...) * dy)`` with respect to ``x``: average pooling of ``dy``
     times the window size (block sums for the default window), divided by ``alpha``."""
+    r = _via_cudnn("unpool_x", x, y, dy, window=window,
+                   padding=padding, stride=stride, mode=mode, alpha=alpha)
+    if r is not NotImplemented:
+        return r
     xp = array_module(x, dy)
     shape, g, exclude_pad, size = _unpool_setup(x, window, padding, stride, mode)
     if dy.shape != shape:

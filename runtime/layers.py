@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import cudnn as _cudnn
 from . import prims
 from .backend import array_module
 
@@ -159,13 +160,24 @@ def batchnorm_forward(x, moments: BNMoments | None = None, params=None, *,
     return _batchnorm(x, moments, params, training, eps, momentum, update=True)
 
 
-def _batchnorm(x, moments, params, training, eps, momentum, update):
+def _batchnorm(x, moments, params, training, eps, momentum, update, need_saved=True):
     xp = array_module(x)
     C, axes, bshape = _bn_layout(x)
     gamma, beta = _gamma_beta(params, C, bshape)
     batch = _active(training) or moments is None
     if moments is not None:
         moments._init(x, C)
+    if _cudnn.enabled(x):  # CuPy arrays: cuDNN's kernels, unless it declines (NotImplemented)
+        from .cudnn import layers as _cl
+        if batch:
+            r = _cl.batchnorm_train(x, moments, params, eps=eps, momentum=momentum, update=update)
+        elif not need_saved:  # test time, outside the gradient: saved (xhat) is not needed
+            r = _cl.batchnorm_infer(x, moments, params, eps=eps)
+            r = r if r is NotImplemented else (r, None)
+        else:
+            r = NotImplemented
+        if r is not NotImplemented:
+            return r
     if batch:
         mu = xp.mean(x, axis=axes, keepdims=True)
         xc = x - mu
@@ -204,11 +216,17 @@ def batchnorm(x, moments: BNMoments | None = None, params=None, *, training: boo
     PyTorch). At test time the running statistics are used; without ``moments`` the batch
     statistics are always used. ``eps`` is added to the variance.
     """
-    return _batchnorm(x, moments, params, training, eps, momentum, update=not prims.tracing())[0]
+    return _batchnorm(x, moments, params, training, eps, momentum, update=not prims.tracing(),
+                      need_saved=False)[0]
 
 
 def batchnorm_dx(x, params, saved, dy):
     """The gradient of batchnorm wrt ``x`` from the forward variant's ``saved`` values."""
+    if getattr(saved, "cudnn", False):  # saved by the cuDNN forward: cuDNN's backward
+        from .cudnn import layers as _cl
+        dx = _cl.batchnorm_dx(x, params, saved, dy)
+        if dx is not NotImplemented:
+            return dx
     xp = array_module(dy)
     xhat, invstd, batch = saved
     C, axes, bshape = _bn_layout(x)
@@ -224,6 +242,11 @@ def batchnorm_dx(x, params, saved, dy):
 
 def batchnorm_dparams(x, params, saved, dy):
     """The gradient of batchnorm wrt ``params``: ``[sum(dy * xhat); sum(dy)]`` per channel."""
+    if getattr(saved, "cudnn", False) and params is not None:
+        from .cudnn import layers as _cl
+        dp = _cl.batchnorm_dparams(x, params, saved, dy)
+        if dp is not NotImplemented:
+            return dp
     xp = array_module(dy)
     xhat = saved[0]
     _, axes, _ = _bn_layout(x)

@@ -554,6 +554,10 @@ def rnnforw_reserve(r: RNN, w: Any, x: Any, hx: Any = None,
                     cx: Any = None) -> tuple[Any, Any, Optional[Any], RNNReserve]:
     """:func:`rnnforw` that also returns the :class:`RNNReserve` needed by :func:`rnnback`."""
     xp = array_module(w, x, hx, cx)
+    if xp is not np:  # CuPy arrays: cuDNN when it is there and allowed (runtime/cudnn/rnn.py)
+        from .cudnn import rnn as cudnn_rnn
+        if cudnn_rnn.usable(r, w, x, hx, cx, training()):
+            return cudnn_rnn.forward(r, w, x, hx, cx, training=True)
     single = x.ndim == 2
     if single:
         x = x[None]
@@ -614,6 +618,11 @@ def rnnforw(r: RNN, w: Any, x: Any, hx: Any = None, cx: Any = None) -> tuple[Any
     Dropout ``r.dropout`` hits the input of every layer but the first, only while
     :func:`training` is on.
     """
+    if array_module(w, x, hx, cx) is not np:  # CuPy: cuDNN's inference mode when usable
+        from .cudnn import rnn as cudnn_rnn
+        if cudnn_rnn.usable(r, w, x, hx, cx, training()):
+            y, hy, cy, _ = cudnn_rnn.forward(r, w, x, hx, cx, training=False)
+            return y, hy, cy
     y, hy, cy, _ = rnnforw_reserve(r, w, x, hx, cx)
     return y, hy, cy
 
@@ -628,6 +637,9 @@ def rnnback(r: RNN, w: Any, x: Any, hx: Any, cx: Any, out: Sequence[Any],
     None when ``hx`` is None, ``dcx`` when ``cx`` is None or the RNN is not an LSTM.
     """
     reserve = out[3]
+    if not isinstance(reserve, RNNReserve):  # the forward ran through cuDNN
+        from .cudnn import rnn as cudnn_rnn
+        return cudnn_rnn.backward(r, w, x, hx, cx, out, dout)
     dy, dhy, dcy = (None, None, None) if dout is None else tuple(dout)
     xp = array_module(w, x, hx, cx, dy, dhy, dcy)
     lstm = r.mode == "lstm"
