@@ -88,7 +88,7 @@ def avgloss(loss, w, data):
     return total / max(n, 1)
 
 
-def train(w, loss, predict, data, opts, epochs, *, quiet=False, batchloss=False):
+def train(w, loss, predict, data, opts, epochs, *, quiet=False, batchloss=False, distributed=False):
     """Knet's loop ``for (x,y) in dtrn; update!(w, lossgradient(w,x,y), opts); end``, ``epochs``
     times, measuring before training (epoch 0) and after each epoch. Returns ``(history, ttrain)``:
     a dict per epoch and the seconds spent training.
@@ -96,9 +96,15 @@ def train(w, loss, predict, data, opts, epochs, *, quiet=False, batchloss=False)
     ``data`` is ``(dtrn, etrn, etst)``. Each epoch's line (unless ``quiet``) shows the loss and
     accuracy on ``etrn``, the accuracy on ``etst`` and the time of the epoch; with ``batchloss``
     (LeNet) the gradient comes from ``gradloss`` and the line begins with the average minibatch
-    loss over the epoch, also shown on the progress bar.
+    loss over the epoch, also shown on the progress bar. With ``distributed``
+    (``knetc.distributed``, initialized) every process starts from rank 0's weights, trains on
+    its share of each minibatch and averages the gradients (and the batch losses) with the others.
     """
     dtrn, etrn, etst = data
+    if distributed:
+        from knetc import distributed as dist
+        dist.broadcast(w)
+        dtrn = dist.shard(dtrn)
     lossgradient = knetc.gradloss(loss) if batchloss else knetc.grad(loss)
     history = []
 
@@ -125,12 +131,18 @@ def train(w, loss, predict, data, opts, epochs, *, quiet=False, batchloss=False)
         for x, y in (bar := progress(dtrn, desc=f"epoch {epoch}")):
             if batchloss:
                 dw, lossval = lossgradient(w, x, y)
+                if distributed:
+                    dist.allreduce(dw, op="mean")
+                    lossval = dist.mean(lossval)
                 update(w, dw, opts)
                 total += float(lossval) * len(y)
                 n += len(y)
                 bar.set_postfix(loss=f"{total / n:.4f}", refresh=False)
             else:
-                update(w, lossgradient(w, x, y), opts)
+                dw = lossgradient(w, x, y)
+                if distributed:
+                    dist.allreduce(dw, op="mean")
+                update(w, dw, opts)
         seconds = time.perf_counter() - start
         ttrain += seconds
         report(epoch, seconds, total / max(n, 1))

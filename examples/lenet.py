@@ -79,6 +79,9 @@ def initweights(channels=(20, 50), hidden=500, nclasses=10):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m examples.lenet",
                                 description="LeNet on MNIST (Knet tutorial).")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI job: mpiexec -n 2 python -m "
+                        "mpi4py -m examples.lenet --distributed (the batch is split among them)")
     p.add_argument("--optim", default="Adam", choices=sorted(OPTIMIZERS), help="optimizer (Adam)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (SGD: 0.1 as lenet.jl; others: Knet's default, Adam 0.001)")
@@ -93,6 +96,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.distributed:
+        from knetc import distributed as dist
+        dist.init()        # ranks other than 0 print nothing
     if args.seed >= 0:
         init.seed(args.seed)
     t0 = time.perf_counter()
@@ -104,7 +110,7 @@ def main(argv=None):
           f"batch {args.batchsize}, {args.optim} lr {opts[0].lr}; train loss/acc measured on "
           f"{neval} training images", flush=True)
     history, ttrain = train(w, loss, predict, (dtrn, etrn, etst), opts, args.epochs,
-                            quiet=args.quiet, batchloss=True)
+                            quiet=args.quiet, distributed=args.distributed, batchloss=True)
     return summary("lenet", {"epochs": args.epochs, "ntrain": ntrain, "ntest": ntest},
                    history, ttrain, t0)
 

@@ -71,6 +71,9 @@ def parse_args(argv=None):
                                 description="Multi-layer perceptron on MNIST (Knet tutorial).")
     p.add_argument("--hidden", type=int, nargs="*", default=[64],
                    help="hidden layer sizes (default: 64)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the processes of an MPI job: mpiexec -n 2 python -m "
+                        "mpi4py -m examples.mnist_mlp --distributed (the batch is split among them)")
     p.add_argument("--optim", default="Adam", choices=sorted(OPTIMIZERS),
                    help="optimizer (Adam)")
     p.add_argument("--lr", type=float, default=None,
@@ -81,6 +84,9 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.distributed:
+        from knetc import distributed as dist
+        dist.init()        # ranks other than 0 print nothing
     if args.seed >= 0:
         init.seed(args.seed)
     t0 = time.perf_counter()
@@ -92,7 +98,7 @@ def main(argv=None):
           f"{args.epochs} epochs, batch {args.batchsize}, {args.optim} lr {opts[0].lr}",
           flush=True)
     history, ttrain = train(w, loss, predict, (dtrn, etrn, etst), opts, args.epochs,
-                            quiet=args.quiet)
+                            quiet=args.quiet, distributed=args.distributed)
     head = {"epochs": args.epochs, "hidden": list(args.hidden), "ntrain": ntrain, "ntest": ntest}
     return summary("mnist_mlp", head, history, ttrain, t0)
 
