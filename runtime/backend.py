@@ -1,6 +1,9 @@
 """Array-backend selection: the same code runs on NumPy arrays (CPU) and CuPy arrays (GPU)."""
 from __future__ import annotations
 
+import functools
+import types
+
 import numpy as np
 
 from .. import tree as _tree
@@ -18,6 +21,50 @@ def array_module(*arrays):
             if isinstance(a, _cupy.ndarray):
                 return _cupy
     return np
+
+
+_PY_SCALARS = (bool, int, float, complex)
+_NAMESPACES: dict = {}
+
+
+def device_namespace(xp):
+    """What ``np`` names in generated code that runs on arrays of module ``xp``.
+
+    NumPy itself on the CPU. On the GPU, CuPy's namespace, except that its array functions also
+    take a Python scalar as first argument where NumPy does: ``cupy.expand_dims(1.0, 0)`` and
+    ``cupy.where(True, a, b)`` raise, and generated adjoints pass scalar gradients (``1.0``) and
+    conditions to such functions. A call is retried with the scalar made an array only when it
+    raised, so the usual call costs one Python frame more. Ufuncs (which take scalars), types and
+    submodules are CuPy's own objects."""
+    if xp is np:
+        return np
+    ns = _NAMESPACES.get(id(xp))
+    if ns is None:
+        ns = _NAMESPACES[id(xp)] = _scalar_tolerant(xp)
+    return ns
+
+
+def _scalar_tolerant(xp):
+    ns = types.ModuleType(f"knetc_{xp.__name__}")
+    asarray = xp.asarray
+    for name, value in vars(xp).items():
+        if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)) \
+                or type(value).__name__ == "cython_function_or_method":
+            value = _tolerant(value, asarray)
+        setattr(ns, name, value)
+    return ns
+
+
+def _tolerant(fn, asarray):
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (TypeError, AttributeError):
+            if args and type(args[0]) in _PY_SCALARS:
+                return fn(asarray(args[0]), *args[1:], **kwargs)
+            raise
+    return call
 
 
 def is_array(x) -> bool:
@@ -47,8 +94,14 @@ def _is_array(x) -> bool:
 
 def _map(fn, w):
     """Apply ``fn`` to every array leaf of a nested structure (lists, tuples, dicts,
-    NamedTuples, dataclasses, registered classes), keeping the structure."""
-    return _tree.map(lambda a: fn(a) if _is_array(a) else a, _tree.auto_register(w))
+    NamedTuples, dataclasses, registered classes), keeping the structure. A leaf object with a
+    ``device_copy(fn)`` method (batchnorm's moments) is replaced by what that returns."""
+    def leaf(a):
+        if _is_array(a):
+            return fn(a)
+        copy = getattr(type(a), "device_copy", None)
+        return a if copy is None else copy(a, fn)
+    return _tree.map(leaf, _tree.auto_register(w))
 
 
 def gpu(w):

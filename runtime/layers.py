@@ -113,6 +113,12 @@ class BNMoments:
                 raise ValueError(f"batchnorm: moments.{name} has {np.size(v)} entries, the input "
                                  f"has {C} channels")
 
+    def device_copy(self, move: Callable) -> "BNMoments":
+        """A copy whose moments are ``move(mean)``, ``move(var)``: how ``knetc.gpu`` and
+        ``knetc.cpu`` carry a model's batchnorm statistics to the other device."""
+        return BNMoments(self.momentum, None if self.mean is None else move(self.mean),
+                         None if self.var is None else move(self.var), self.meaninit, self.varinit)
+
     def __repr__(self) -> str:
         shape = None if self.mean is None else tuple(np.shape(self.mean))
         return f"BNMoments(momentum={self.momentum}, shape={shape})"

@@ -64,3 +64,38 @@ def test_random_program_with_np_bound_elsewhere(monkeypatch, seed, tmp_path):
     monkeypatch.setenv("KNETC_FUSE", "0")     # fusion generates CUDA: GPU only
     shadow = randprog.check(prog, str(tmp_path), tag="shadow")
     assert shadow.status == plain.status and shadow.status in ("ok", "rejected"), shadow.report()
+
+
+def _strict_expand_dims(a, axis):
+    if not isinstance(a, np.ndarray):          # CuPy's: "Argument 'a' has incorrect type"
+        raise TypeError(f"Argument 'a' has incorrect type (expected ndarray, got {type(a).__name__})")
+    return np.expand_dims(a, axis)
+
+
+def _strict_where(condition, x, y):
+    return np.where(condition.astype(bool), x, y)   # CuPy's: a Python bool has no .astype
+
+
+def test_device_namespace_takes_python_scalars_where_numpy_does():
+    from knetc.runtime.backend import device_namespace
+    fake = types.ModuleType("fakecupy")
+    fake.expand_dims, fake.where, fake.asarray = _strict_expand_dims, _strict_where, np.asarray
+    fake.sin, fake.float32 = np.sin, np.float32
+    ns = device_namespace(fake)
+    assert device_namespace(np) is np and device_namespace(fake) is ns
+    assert ns.expand_dims(1.0, 0).shape == (1,)
+    assert ns.where(True, np.ones(2), np.zeros(2)).tolist() == [1.0, 1.0]
+    assert ns.sin is np.sin and ns.float32 is np.float32          # ufuncs and types: the same
+    with pytest.raises(TypeError):                               # a real error still raises
+        ns.expand_dims([1.0], 0)
+
+
+def test_gpu_and_cpu_carry_batchnorm_moments():
+    """knetc.cpu (like knetc.gpu) copies a model's batchnorm statistics with its arrays."""
+    import knetc
+    m = knetc.bnmoments(momentum=0.2, mean=np.arange(3.0), var=np.ones(3))
+    w = {"conv": np.zeros((2, 2)), "m": m}
+    c = knetc.cpu(w)
+    assert c["m"] is not m and c["m"].momentum == 0.2
+    np.testing.assert_array_equal(c["m"].mean, m.mean)
+    assert c["m"].mean is not m.mean and c["conv"] is not w["conv"]

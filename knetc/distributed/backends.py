@@ -50,12 +50,14 @@ class MPIEngine:
         self.comm.Bcast([buf.view(np.uint8), self.MPI.BYTE], root=root)
 
 
-def exchange_unique_id(world: World, make_id: Callable[[], tuple]) -> tuple:
-    """The NCCL unique id every rank uses: drawn by rank 0 (``make_id``), broadcast over MPI."""
+def exchange_unique_id(world: World, make_id: Callable[[], Any]) -> Any:
+    """The NCCL unique id every rank uses: drawn by rank 0 (``make_id``), broadcast over MPI.
+    Kept as ``make_id`` gives it: CuPy 14's ``get_unique_id`` gives bytes and its communicator
+    takes only bytes (older CuPy: a tuple of ints)."""
     uid = make_id() if world.rank == 0 else None
     if world.comm is not None and world.size > 1:
         uid = world.comm.bcast(uid, root=0)
-    return tuple(uid)
+    return uid
 
 
 class NCCLEngine:

@@ -7,6 +7,7 @@ from ..compiler import ir
 from ..compiler.tape import Sym
 from ..compiler.values import index_expr, value_expr
 from ..runtime import prims
+from ..runtime.backend import array_module
 from .registry import adjoint, adjoint_emitter, nondifferentiable, static, unbroadcast
 
 
@@ -84,8 +85,10 @@ def split(ys, ary, indices_or_sections, axis=0):
 
 
 def unsplit(grads, shapes, axis, dtype):
-    """The gradient of np.split: the pieces' gradients joined, zeros for those without one."""
-    return np.concatenate([np.zeros(s, dtype) if g is None else g for g, s in zip(grads, shapes)],
+    """The gradient of np.split: the pieces' gradients joined, zeros for those without one
+    (made on the pieces' device)."""
+    xp = array_module(*[g for g in grads if g is not None])
+    return xp.concatenate([xp.zeros(s, dtype) if g is None else g for g, s in zip(grads, shapes)],
                           axis)
 
 

@@ -96,19 +96,20 @@ def _median_weights(a, axis=None):
     """How much each value of ``a`` counts in ``np.median(a, axis)``: 1 for the middle value of an
     odd count, 1/2 for each of the two middle values of an even count, 0 elsewhere (in ``a``'s
     float dtype). Among equal values, the one a stable sort puts in the middle is chosen."""
-    a = np.asarray(a)
+    xp = array_module(a)
+    a = xp.asarray(a)
     dtype = a.dtype if a.dtype.kind == "f" else np.float64
     axes = _axes(a.ndim, axis)
     if not axes:
-        return np.ones(a.shape, dtype)
+        return xp.ones(a.shape, dtype)
     rest = [i for i in range(a.ndim) if i not in axes]
-    moved = np.transpose(a, rest + list(axes))
+    moved = xp.transpose(a, rest + list(axes))
     flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
     k = flat.shape[-1]
-    rank = np.argsort(np.argsort(flat, axis=-1, kind="stable"), axis=-1, kind="stable")
+    rank = xp.argsort(xp.argsort(flat, axis=-1, kind="stable"), axis=-1, kind="stable")
     w = ((rank == (k - 1) // 2).astype(dtype) + (rank == k // 2).astype(dtype)) * 0.5
     w = w.reshape(moved.shape)
-    return np.transpose(w, np.argsort(rest + list(axes)))
+    return xp.transpose(w, [int(i) for i in np.argsort(rest + list(axes))])
 
 
 nondifferentiable(_median_weights)
@@ -223,14 +224,16 @@ def cumprod(y, a, axis=None, dtype=None, out=None):
 def _diff_back(g, n, axis, shape):
     """The adjoint of ``np.diff(., n, axis)`` for an input of ``shape``: (-1)^n diff(g padded
     with n zeros on both ends, n); zeros when the difference was empty."""
+    xp = array_module(g)
+    g = xp.asarray(g)                   # g may be the scalar 1.0 (a one-element result)
     if shape[axis] <= n:
-        return np.zeros(shape, np.asarray(g).dtype)
+        return xp.zeros(shape, g.dtype)
     out_shape = list(shape)
     out_shape[axis] -= n
-    g = np.broadcast_to(g, out_shape)   # g may be the scalar 1.0 (a one-element result)
+    g = xp.broadcast_to(g, out_shape)
     out_shape[axis] = n
-    zeros = np.zeros(out_shape, g.dtype)
-    out = np.diff(np.concatenate([zeros, g, zeros], axis), n, axis)
+    zeros = xp.zeros(out_shape, g.dtype)
+    out = xp.diff(xp.concatenate([zeros, g, zeros], axis), n, axis)
     return -out if n % 2 else out
 
 

@@ -77,7 +77,8 @@ def test_one_rank_gpu_training(cp, dist, tmp_path):
                                         str(tmp_path / "gpu.npy"))
     mpiexec = Path(sys.executable).parent / "mpiexec"
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               PYTHONPATH=str(ROOT), KNETC_PROGRESS="0")
+               PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+               KNETC_PROGRESS="0")
     cmd = ([str(mpiexec), "-n", "1"] if mpiexec.exists() else []) + [sys.executable, "-m", "mpi4py",
                                                                       "-c", code]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
