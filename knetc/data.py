@@ -30,7 +30,7 @@ import numpy as np
 from knetc import init as _init
 
 __all__ = ["MiniBatch", "minibatch", "housing", "mnist", "shakespeare", "tinyshakespeare",
-           "gutenberg", "DataNotFoundError", "ChecksumError", "cache_dir"]
+           "gutenberg", "imdb", "cifar10", "DataNotFoundError", "ChecksumError", "cache_dir"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,6 +189,17 @@ FILES: dict[str, tuple[str, str | None]] = {
     "text/hiawatha.txt": (  # Gutenberg #19, the 2021 edition
         "https://www.gutenberg.org/cache/epub/19/pg19.txt",
         "11bee0d53b79b8267736eaecd50f0d76c338279715a5bed413bd45415828cac3"),
+    # Stanford's Large Movie Review Dataset; imdb() also accepts imdb/aclImdb_labelled.tar.gz, the
+    # same folders without the unlabelled reviews (see _IMDB_LOCAL), when it is in a local folder
+    "imdb/aclImdb_v1.tar.gz": (
+        "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz",
+        "c40f74a18d3b61f90feba1e17730e0d38e8b97c05fde7008942e91923d1658fe"),
+    "imdb/imdb_word_index.json": (  # the file Keras's imdb.get_word_index() downloads
+        "https://storage.googleapis.com/tensorflow/tf-keras-datasets/imdb_word_index.json",
+        "027313fe9a320280f3bf0fac5baf58c4a683cf39a7ed9c3d3d3912bde4284cf6"),
+    "cifar10/cifar-10-python.tar.gz": (
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce"),
 }
 
 _GUTENBERG_NAMES = {"hiawatha": 19}
@@ -429,3 +440,234 @@ def gutenberg(name_or_id: str | int, *, path: str | os.PathLike | None = None) -
         book = int(name_or_id)
     rel = _GUTENBERG_FILES.get(book, f"text/pg{book}.txt")
     return _text(rel, path, f"https://www.gutenberg.org/cache/epub/{book}/pg{book}.txt", None)
+
+
+# --------------------------------------------------------------------------------------------
+# IMDB (the DeepLearningFrameworks GRU benchmark) and CIFAR-10 (its VGG-style CNN)
+# --------------------------------------------------------------------------------------------
+
+# the labelled folders of aclImdb_v1.tar.gz repacked (no unlabelled reviews): the shared data
+# folder's copy. Looked for in the local folders only; aclImdb_v1.tar.gz is what is downloaded.
+_IMDB_LOCAL = ("imdb/aclImdb_labelled.tar.gz",
+               "9a89419293baab00c6147ac72d4881c42c4a0b1c7bdb8cf7d41d54c335b5e9e9")
+# Keras's Tokenizer/text_to_word_sequence default filters: these become spaces; the apostrophe
+# and every other character stay inside words (the Keras word index has "it's", "br", ...)
+_KERAS_FILTERS = '!"#$%&()*+,-./:;<=>?@[\\]^_`{|}~\t\n'
+_IMDB_TOKENS_VERSION = 1
+_IMDB_SHUFFLE_SEED = 113        # keras.datasets.imdb.load_data's seed
+
+
+def _find_local(rel: str, sha: str | None, path: str | os.PathLike | None) -> Path | None:
+    """``rel`` in ``path``, ``$KNETC_DATA`` or the cache (verified), without downloading; or None."""
+    roots = [Path(p) for p in (path, os.environ.get("KNETC_DATA")) if p]
+    for cand in [c for r in roots for c in (r / rel, r / Path(rel).name)] + [cache_dir() / rel]:
+        if cand.is_file():
+            _verify(cand, sha, "(a local copy; no download URL)")
+            return cand
+    return None
+
+
+def _imdb_member(name: str) -> tuple[int, int, int] | None:
+    """``(split 0 train / 1 test, label 0 neg / 1 pos, review id)`` of a review's tar member name."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "aclImdb" or parts[1] not in ("train", "test") \
+            or parts[2] not in ("neg", "pos") or not parts[3].endswith(".txt"):
+        return None
+    rid = parts[3][:-4].split("_")[0]
+    if not rid.isdigit():
+        return None
+    return (0 if parts[1] == "train" else 1), (0 if parts[2] == "neg" else 1), int(rid)
+
+
+def _imdb_tokenize(archive: Path, index: dict[str, int], limit: int) -> dict[str, np.ndarray]:
+    """Word ranks of every labelled review in ``archive`` (0 for a word not in ``index``).
+
+    Returns, for split ``s`` in ``trn``/``tst``: ``s_ranks`` (all the reviews' ranks, int32,
+    concatenated), ``s_lens`` (words per review) and ``s_y`` (0 negative, 1 positive), the reviews
+    ordered negative then positive, each by review id.  ``limit > 0`` keeps the first ``limit``
+    reviews (by id) of each of the four folders.
+    """
+    import tarfile
+    table = str.maketrans({c: " " for c in _KERAS_FILTERS})
+    found: dict[tuple[int, int, int], np.ndarray] = {}
+    with tarfile.open(archive, "r:gz") as tf:
+        for m in tf:
+            key = _imdb_member(m.name) if m.isfile() else None
+            if key is None or (limit and key[2] >= limit):
+                continue
+            text = tf.extractfile(m).read().decode("utf-8").lower().translate(table)
+            found[key] = np.fromiter((index.get(w, 0) for w in text.split()), dtype=np.int32)
+    out: dict[str, np.ndarray] = {}
+    for split, name in ((0, "trn"), (1, "tst")):
+        keys = sorted(k for k in found if k[0] == split)
+        if not keys:
+            raise ValueError(f"imdb: {archive} holds no aclImdb/{('train', 'test')[split]}/"
+                             "{pos,neg}/*.txt reviews; not the Large Movie Review Dataset")
+        out[f"{name}_ranks"] = np.concatenate([found[k] for k in keys])
+        out[f"{name}_lens"] = np.array([len(found[k]) for k in keys], dtype=np.int64)
+        out[f"{name}_y"] = np.array([k[1] for k in keys], dtype=np.int64)
+    return out
+
+
+def _imdb_tokens(path, limit: int) -> dict[str, np.ndarray]:
+    """The tokenized reviews, from the cache of a previous full load when there is one."""
+    import json
+    local = _find_local(*_IMDB_LOCAL, path)
+    archive = local if local is not None else _fetch("imdb/aclImdb_v1.tar.gz", path)
+    sha = _IMDB_LOCAL[1] if local is not None else FILES["imdb/aclImdb_v1.tar.gz"][1]
+    index_file = _fetch("imdb/imdb_word_index.json", path)
+    cached = cache_dir() / "imdb" / f"tokens-v{_IMDB_TOKENS_VERSION}-{sha[:16]}.npz"
+    if not limit and cached.is_file():
+        try:
+            with np.load(cached) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError):      # a truncated or foreign file: tokenize again
+            pass
+    index = json.loads(index_file.read_text(encoding="utf-8"))
+    tokens = _imdb_tokenize(archive, index, limit)
+    if not limit:
+        try:  # atomically, so that a concurrent or interrupted load never sees half a file
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=cached.parent, prefix=cached.name + ".", suffix=".npz")
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **tokens)
+            os.replace(tmp, cached)
+        except OSError:
+            pass                            # a read-only cache only costs the next load time
+    return tokens
+
+
+def _imdb_pad(ranks, lens, num_words, maxlen, start_char, oov_char, index_from, padding,
+              truncating) -> np.ndarray:
+    ids = ranks.astype(np.int64) + index_from
+    ids[ranks == 0] = oov_char                           # a word the index does not know
+    if num_words:
+        ids[ids >= num_words] = oov_char
+    x = np.zeros((len(lens), maxlen), dtype=np.int64)
+    ends = np.cumsum(lens)
+    for i, (e, n) in enumerate(zip(ends, lens)):
+        seq = ids[e - n:e]
+        if start_char is not None:
+            seq = np.concatenate(([start_char], seq))
+        seq = seq[-maxlen:] if truncating == "pre" else seq[:maxlen]
+        if padding == "post":
+            x[i, :len(seq)] = seq
+        else:
+            x[i, maxlen - len(seq):] = seq
+    return x
+
+
+def imdb(num_words: int | None = 30000, maxlen: int = 150, *, start_char: int | None = 1,
+         oov_char: int = 2, index_from: int = 3, padding: str = "post", truncating: str = "pre",
+         shuffle: bool = True, limit: int = 0,
+         path: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
+    """The IMDB movie-review sentiment data in Keras's setting, built from the raw Large Movie
+    Review Dataset (Maas et al. 2011), as the DeepLearningFrameworks GRU benchmark uses it.
+
+    Returns ``(xtrn, ytrn, xtst, ytst)``: ``x`` int64 ``(25000, maxlen)`` word ids, ``y`` int64
+    (0 negative, 1 positive).  Each review is lower-cased and split into words as Keras's
+    ``text_to_word_sequence`` does (its punctuation filters become spaces; ``<br />`` gives the
+    word ``br``, as in Keras's data); a word's id is its frequency rank in the Keras IMDB word
+    index plus ``index_from`` (3); ids ``>= num_words``, and words the index lacks, become
+    ``oov_char`` (2); ``start_char`` (1) begins every review; 0 pads.  As in the notebooks'
+    ``imdb_for_library``, a review longer than ``maxlen`` keeps its LAST ``maxlen`` ids
+    (``truncating="pre"``) and a shorter one is padded at the END (``padding="post"``); Keras's
+    ``pad_sequences`` pads at the front (``padding="pre"``).  Each split is shuffled with
+    Keras's seed 113 (``shuffle=False``: negative reviews first, each group by review id).
+
+    What differs from Keras's ``imdb.npz``: Keras tokenized the reviews with its own (unpublished)
+    script, so a few reviews may split a word differently; about 1% of the words (rare names)
+    are missing from the word index and become ``oov_char``.
+
+    Files: ``imdb/aclImdb_labelled.tar.gz`` (the labelled reviews, e.g. the shared data folder)
+    or else ``imdb/aclImdb_v1.tar.gz`` (Stanford's archive, downloaded), and
+    ``imdb/imdb_word_index.json``, found as the other loaders find theirs (module docstring).
+    The tokenized reviews are cached in ``cache_dir()/imdb/`` so that later loads take well
+    under a second.  ``limit=n`` (for tests) reads only the first ``n`` reviews, by id, of each of
+    the four folders (so ``2n`` per split) and neither reads nor writes that cache.
+    """
+    if padding not in ("pre", "post") or truncating not in ("pre", "post"):
+        raise ValueError(f"imdb: padding and truncating must be 'pre' or 'post', got "
+                         f"{padding!r}, {truncating!r}")
+    if maxlen < 1:
+        raise ValueError(f"imdb: maxlen must be positive, got {maxlen}")
+    tokens = _imdb_tokens(path, int(limit))
+    rng = np.random.RandomState(_IMDB_SHUFFLE_SEED)     # one stream for both splits, as Keras
+    out = []
+    for name in ("trn", "tst"):
+        x = _imdb_pad(tokens[f"{name}_ranks"], tokens[f"{name}_lens"], num_words, maxlen,
+                      start_char, oov_char, index_from, padding, truncating)
+        y = tokens[f"{name}_y"].copy()
+        if shuffle:
+            perm = np.arange(len(y))
+            rng.shuffle(perm)
+            x, y = x[perm], y[perm]
+        out += [x, y]
+    return tuple(out)
+
+
+class _CifarUnpickler:
+    """Loads CIFAR's python-pickle batches allowing only the globals they use (NumPy arrays);
+    anything else in the file is refused instead of executed."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    @classmethod
+    def load(cls, f) -> Any:
+        import pickle
+
+        class U(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) not in cls._ALLOWED:
+                    raise pickle.UnpicklingError(f"cifar10: unexpected object {module}.{name} in "
+                                                 "a batch file; not CIFAR-10's python batches")
+                return super().find_class(module, name)
+
+        return U(f, encoding="latin1").load()
+
+
+def _cifar_batch(f, name: str) -> tuple[np.ndarray, np.ndarray]:
+    d = _CifarUnpickler.load(f)
+    d = {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in d.items()}
+    try:
+        data = np.asarray(d["data"], dtype=np.uint8)
+        labels = np.asarray(d["labels"], dtype=np.int64)
+    except KeyError as e:
+        raise ValueError(f"cifar10: batch {name} has no {e} entry; not CIFAR-10's python "
+                         "batches") from None
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise ValueError(f"cifar10: batch {name} holds data {data.shape} and {len(labels)} labels; "
+                         "expected (N, 3072) and N")
+    return data, labels
+
+
+def cifar10(*, path: str | os.PathLike | None = None) -> tuple[np.ndarray, ...]:
+    """CIFAR-10 (Krizhevsky 2009) from its python-pickle batches: ``(xtrn, ytrn, xtst, ytst)``.
+
+    ``x`` is float32 in [0, 1] shaped ``(N, 3, 32, 32)`` (N = 50000 train from ``data_batch_1``
+    .. ``data_batch_5`` in order, 10000 test from ``test_batch``), ``y`` int64 in 0..9, as the
+    DeepLearningFrameworks notebooks' ``cifar_for_library`` prepares them (pixels / 255, channel
+    first).  The file is ``cifar10/cifar-10-python.tar.gz``, found or downloaded and checksummed
+    as the other loaders' files are; the batches are read straight from the archive.
+    """
+    import tarfile
+    archive = _fetch("cifar10/cifar-10-python.tar.gz", path)
+    want = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    got: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    with tarfile.open(archive, "r:gz") as tf:
+        for m in tf:
+            base = m.name.rsplit("/", 1)[-1]
+            if m.isfile() and base in want and m.name.startswith("cifar-10-batches-py/"):
+                got[base] = _cifar_batch(tf.extractfile(m), base)
+    missing = [b for b in want if b not in got]
+    if missing:
+        raise ValueError(f"cifar10: {archive} lacks cifar-10-batches-py/{missing[0]}")
+
+    def images(batches):
+        data = np.concatenate([got[b][0] for b in batches])
+        x = data.reshape(len(data), 3, 32, 32).astype(np.float32)
+        x *= np.float32(1 / 255)
+        return x, np.concatenate([got[b][1] for b in batches])
+
+    return images(want[:5]) + images(want[5:])

@@ -44,6 +44,14 @@ optimizer remembers the array it last checked and prepared (buffers, state, shap
 with as few in-place NumPy calls as its formula allows, using 0-d scalars of the array's dtype.
 Change an optimizer's state with ``load_state`` (or make a new optimizer), not by assigning its
 attributes: ``load_state`` makes the next update check again.
+
+On the GPU.  A float32/float64 CuPy parameter (with state of its dtype) is updated by ONE fused
+kernel launch (``knetc/optim_kernels.py``; with ``gclip``, one reduction for the gradient's norm
+first, kept on the device), computing the same operations in the same order as the NumPy path
+below, the state updated in place, the hyperparameters passed as kernel arguments (no recompile
+when they change).  The optimizer then takes that path for that array (its ``_apply`` is
+replaced on the instance, so NumPy arrays pay nothing for it).  Other dtypes keep the general
+path.  ``fused``/``fused_step_scalars`` serve ``knetc.graph_step``, which captures the kernels.
 """
 from __future__ import annotations
 
@@ -53,7 +61,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from knetc import tree
+from knetc import optim_kernels, tree
 from knetc.runtime.backend import array_module
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta", "Rmsprop",
@@ -219,11 +227,6 @@ class Optimizer:
             return (a is not None and a.shape == w.shape and a.dtype == w.dtype
                     and array_module(a) is xp)
 
-        if not fits(self._buf):
-            self._buf = xp.empty_like(w)
-        if self._gbuf is not None and not fits(self._gbuf):
-            self._gbuf = None
-        self._prepare_more(w, xp, fits)
         for k in self.states:
             v = getattr(self, k)
             if v is None:  # lazily created, like Knet's zero(w)
@@ -237,6 +240,18 @@ class Optimizer:
                                      f"{v.shape} but the parameter has shape {w.shape}; an "
                                      "optimizer with state serves one array (use optimizers(w, "
                                      "...) to get one per array)")
+        fused = xp is not np and self._fusable(w, xp)
+        if not fused:   # the fused kernel needs no scratch buffers
+            if not fits(self._buf):
+                self._buf = xp.empty_like(w)
+            if self._gbuf is not None and not fits(self._gbuf):
+                self._gbuf = None
+            self._prepare_more(w, xp, fits)
+        # The fused path replaces _apply on this instance only (no test on the NumPy hot path).
+        if fused:
+            self._apply = self._apply_fused
+        elif "_apply" in self.__dict__:
+            del self._apply
         if xp is np and w.dtype.kind == "f":
             # a 0-d array of w's dtype costs NumPy less per call than a Python float, and gives
             # the same result (a Python float is cast to w's dtype too)
@@ -249,6 +264,76 @@ class Optimizer:
 
     def _prepare_more(self, w: Any, xp: Any, fits: Callable[[Any], bool]) -> None:
         """Hook for optimizers with more scratch buffers."""
+
+    # ----- the fused GPU update (knetc/optim_kernels.py) -----
+    # On a float32/float64 CuPy parameter one update is ONE kernel launch (two with gclip: the
+    # gradient's sum of squares first), computing what _step computes with the same operations.
+    fused_kind: ClassVar[str | None] = None    # the optim_kernels.KINDS entry, None: no kernel
+    decoupled: ClassVar[bool] = False          # weight decay as AdamW's (w *= 1 - lr*wd)
+
+    def _fusable(self, w: Any, xp: Any) -> bool:
+        """Can ``w`` (prepared: its states exist and fit its shape) take the fused update?"""
+        if self.fused_kind is None or w.dtype not in (np.float32, np.float64):
+            return False
+        for k in optim_kernels.spec(self.fused_kind).states:
+            v = getattr(self, k)   # loaded state of another dtype: the general path casts it
+            if v.dtype != w.dtype or array_module(v) is not xp:
+                return False
+        return True
+
+    def fused_spec(self) -> optim_kernels.UpdateSpec:
+        """The fused update of this optimizer with its present options (``gclip > 0``, weight
+        decay on or off): what its kernel's statements are, whatever the values."""
+        wd = bool(self.weight_decay)
+        return optim_kernels.spec(self.fused_kind, self.gclip > 0, wd and not self.decoupled,
+                                  wd and self.decoupled)
+
+    def _fused_values(self, t: int, lr: float) -> dict[str, float]:  # pragma: no cover
+        """The per-step scalars of this kind at step ``t`` with learning rate ``lr``."""
+        raise NotImplementedError
+
+    def _fused_scalars(self, s: optim_kernels.UpdateSpec, t: int, lr: float) -> tuple:
+        d = self._fused_values(t, lr)
+        if s.clip:
+            d["gclip"] = self.gclip
+        if s.l2:
+            d["wd"] = self.weight_decay
+        if s.decoupled:
+            d["wdf"] = 1 - lr * self.weight_decay   # in float64, as _decay computes it
+        return tuple(float(d[n]) for n in s.scalars)
+
+    def fused(self, w: Any, *, gpu_only: bool = True) -> tuple | None:
+        """Prepare this optimizer for array ``w`` (as ``update`` would: state created, checked)
+        and return ``(spec, states)`` of its fused update, or None when ``w``'s update is not
+        fused (a NumPy array when ``gpu_only``; a dtype other than float32/float64; state of
+        another dtype).  ``states`` are the state arrays the kernel updates in place.  For
+        ``knetc.graph_step``, which launches the kernels itself (``fused_step_scalars``)."""
+        if self._ready is not w:
+            self._prepare(w)
+        xp = array_module(w)
+        if (gpu_only and xp is np) or not self._fusable(w, xp):
+            return None
+        s = self.fused_spec()
+        return s, tuple(getattr(self, k) for k in s.states)
+
+    def fused_step_scalars(self) -> tuple[float, ...]:
+        """Count one step (``t += 1``, the schedule's ``lr(t)``) exactly as ``update`` does, and
+        return the fused kernel's scalars for it, in ``fused_spec().scalars`` order."""
+        t, lr = self._tick()
+        return self._fused_scalars(self.fused_spec(), t, lr)
+
+    def _apply_fused(self, w: Any, g: Any, at: tuple[int, Any] | None = None) -> None:
+        """``_apply`` on a CuPy ``w`` prepared for the fused kernel: one launch (two with clip)."""
+        t, lr = self._tick() if at is None else at
+        if g.dtype != w.dtype:
+            g = g.astype(w.dtype)
+        s = self.fused_spec()
+        states = tuple(getattr(self, k) for k in s.states)
+        scalars = self._fused_scalars(s, t, lr)
+        if array_module(w) is np:   # only reached when a test forces it: the NumPy reference
+            optim_kernels.evaluate(s, w, g, states, scalars)
+        else:
+            optim_kernels.run(s, w, g, states, scalars)
 
     def _k(self, *vals: float) -> tuple:
         """The scalars ``vals`` as 0-d arrays of the parameter's dtype (or as they are)."""
@@ -334,6 +419,11 @@ class SGD(Optimizer):
                  weight_decay: float = 0.0) -> None:
         super().__init__(lr=lr, gclip=gclip, weight_decay=weight_decay)
 
+    fused_kind = "SGD"
+
+    def _fused_values(self, t, lr):
+        return {"lr": lr}
+
     def _step(self, w, g, t, lr):
         buf, z = self._buf, self._z
         if z is not None:
@@ -365,6 +455,11 @@ class Momentum(Optimizer):
                  gclip: float = 0.0, weight_decay: float = 0.0) -> None:
         super().__init__(lr=lr, gamma=gamma, gclip=gclip, weight_decay=weight_decay)
 
+    fused_kind = "Momentum"
+
+    def _fused_values(self, t, lr):
+        return {"gamma": self.gamma, "lr": lr}
+
     def _step(self, w, g, t, lr):
         xp, v, buf = self._xp, self.velocity, self._buf
         kgamma, klr = self._k(self.gamma, lr)
@@ -388,6 +483,10 @@ class Nesterov(Momentum):
     """
 
     nconst = 3
+    fused_kind = "Nesterov"
+
+    def _fused_values(self, t, lr):
+        return {"gamma": self.gamma, "lr": lr, "gamma1": 1 + self.gamma}
 
     def _step(self, w, g, t, lr):
         xp, v, buf = self._xp, self.velocity, self._buf
@@ -417,6 +516,11 @@ class Adagrad(Optimizer):
                  gclip: float = 0.0, weight_decay: float = 0.0) -> None:
         super().__init__(lr=lr, eps=eps, gclip=gclip, weight_decay=weight_decay)
 
+    fused_kind = "Adagrad"
+
+    def _fused_values(self, t, lr):
+        return {"eps": self.eps, "lr": lr}
+
     def _step(self, w, g, t, lr):
         xp, G, buf = self._xp, self.G, self._buf
         keps, klr = self._k(self.eps, lr)
@@ -442,6 +546,11 @@ class Rmsprop(Optimizer):
     def __init__(self, *, lr: float | Callable[[int], float] = 0.01, rho: float = 0.9,
                  eps: float = 1e-6, gclip: float = 0.0, weight_decay: float = 0.0) -> None:
         super().__init__(lr=lr, rho=rho, eps=eps, gclip=gclip, weight_decay=weight_decay)
+
+    fused_kind = "Rmsprop"
+
+    def _fused_values(self, t, lr):
+        return {"rho": self.rho, "rho1": 1 - self.rho, "eps": self.eps, "lr": lr}
 
     def _step(self, w, g, t, lr):
         xp, G, buf = self._xp, self.G, self._buf
@@ -486,6 +595,11 @@ class Adadelta(Optimizer):
                  eps: float = 1e-6, gclip: float = 0.0, weight_decay: float = 0.0) -> None:
         super().__init__(lr=lr, rho=rho, eps=eps, gclip=gclip, weight_decay=weight_decay)
         self._buf2 = None
+
+    fused_kind = "Adadelta"
+
+    def _fused_values(self, t, lr):
+        return {"rho": self.rho, "rho1": 1 - self.rho, "eps": self.eps, "lr": lr}
 
     def _prepare_more(self, w, xp, fits):
         if not fits(self._buf2):
@@ -568,6 +682,15 @@ class Adam(Optimizer):
         xp.multiply(buf, kstep, out=buf)
         w -= buf
 
+    fused_kind = "Adam"
+
+    def _fused_values(self, t, lr):
+        b1, b2 = self.beta1, self.beta2
+        c1 = 1 - b1 ** t      # as _step: the bias corrections folded into eps and the step
+        s2 = math.sqrt(1 - b2 ** t)
+        return {"b1": b1, "b1c": 1 - b1, "b2": b2, "b2c": 1 - b2, "keps": self.eps * s2,
+                "kstep": lr * s2 / c1}
+
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``::
@@ -587,6 +710,7 @@ class AdamW(Adam):
 
     hypers = ("lr", "beta1", "beta2", "eps", "weight_decay", "gclip")
     extras: ClassVar[dict[str, Any]] = {}
+    decoupled = True
 
     def __init__(self, *, lr: float | Callable[[int], float] = 0.001, beta1: float = 0.9,
                  beta2: float = 0.999, eps: float = 1e-8, weight_decay: float = 0.01,
