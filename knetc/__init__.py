@@ -26,6 +26,7 @@ from .runtime.conv import conv4, deconv4, pool, unpool
 from .runtime.backend import array_module, atype, cpu, gpu
 from .runtime.memory import memory, track_peak
 from .gradcheck import gradcheck, numeric_grad
+from .graphs import graph_step
 from .tree import register_pytree
 from .metrics import accuracy, bce, logistic, nll
 from .runtime.layers import batchnorm, bmm, bnmoments, bnparams, dropout
@@ -48,7 +49,7 @@ __all__ = [
     "conv4", "deconv4", "pool", "unpool",
     "array_module", "atype", "cpu", "gpu",
     "memory", "track_peak",
-    "gradcheck", "numeric_grad", "register_pytree",
+    "gradcheck", "numeric_grad", "register_pytree", "graph_step",
     "accuracy", "bce", "logistic", "nll",
     "batchnorm", "bmm", "bnmoments", "bnparams", "dropout",
 ]

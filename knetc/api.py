@@ -30,7 +30,7 @@ TIER0_AFTER = 2
 
 
 def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
-                  training: bool = True, fuse: bool = True) -> SpecCache:
+                  training: bool = True, fuse: bool = True, capture: bool = False) -> SpecCache:
     """One cache per (function, argnums, with_loss, has_aux), shared by every grad(fun) made for it, so
     ``knetc.grad(loss)(w, x, y)`` written inside a training loop compiles once, like a stored grad.
 
@@ -44,8 +44,8 @@ def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
             per_fun = _CACHES[fun] = {}
     except TypeError:   # not weak-referenceable: a cache of its own
         return SpecCache()
-    key = (argnum, with_loss) if not has_aux and training and fuse else \
-        (argnum, with_loss, has_aux, training, fuse)
+    key = (argnum, with_loss) if not has_aux and training and fuse and not capture else \
+        (argnum, with_loss, has_aux, training, fuse, capture)
     cache = per_fun.get(key)
     if cache is None:
         cache = per_fun[key] = SpecCache()
@@ -133,15 +133,19 @@ class Grad(Inlinable):
         """The cache of this mode: gradients train (Knet's rule) unless the user asked for
         ``training_mode(False)`` (eval-mode gradients: another specialization, cached apart);
         code generated with GPU kernel fusion switched off (``settings.override(fuse=False)``)
-        is cached apart too, so a switch never meets code generated under the other setting."""
+        is cached apart too, and so is code written for CUDA-graph capture
+        (``settings.override(capture=True)``, knetc.graph_step), so a switch never meets code
+        generated under the other setting."""
         training = prims.training_requested() is not False
         fuse = settings.enabled("fuse")
-        if training and fuse:
+        capture = settings.enabled("capture")
+        if training and fuse and not capture:
             return self._train_cache
-        cache = self._variant_caches.get((training, fuse))
+        variant = (training, fuse, capture)
+        cache = self._variant_caches.get(variant)
         if cache is None:
-            cache = self._variant_caches[(training, fuse)] = _shared_cache(
-                self._cache_of, self._wrt, self.with_loss, self.has_aux, training, fuse)
+            cache = self._variant_caches[variant] = _shared_cache(
+                self._cache_of, self._wrt, self.with_loss, self.has_aux, training, fuse, capture)
         return cache
 
     def __call__(self, *args, **kwargs):

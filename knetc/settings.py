@@ -2,6 +2,9 @@
 
 ``KNETC_TIER0=0``  compile every specialization (no tier 0 runs; see knetc.api)
 ``KNETC_FUSE=0``   no GPU kernel fusion (knetc.compiler.fusion)
+``KNETC_CAPTURE=1`` GPU code written for CUDA-graph capture (matrix products through knetc's own
+                  cuBLAS calls, runtime/cublas.py); off by default, ``knetc.graph_step`` turns
+                  it on while it compiles and captures a step
 
 ``with knetc.settings.override(tier0=False):`` changes a setting for a block (``knetc show``
 uses it to compile every specialization it records).
@@ -12,17 +15,20 @@ import contextlib
 import os
 import threading
 
-_ENV = {"tier0": "KNETC_TIER0", "fuse": "KNETC_FUSE"}
+_ENV = {"tier0": "KNETC_TIER0", "fuse": "KNETC_FUSE", "capture": "KNETC_CAPTURE"}
+_DEFAULTS = {"tier0": True, "fuse": True, "capture": False}   # without an environment variable
 _lock = threading.Lock()
 _overrides: dict[str, list] = {name: [] for name in _ENV}
 
 
 def enabled(name: str) -> bool:
-    """Is the switch ``name`` ("tier0", "fuse") on? An override wins over the environment."""
+    """Is the switch ``name`` ("tier0", "fuse", "capture") on? An override wins over the
+    environment (a variable set to "0" is off, to anything else on), which wins over the default."""
     stack = _overrides[name]
     if stack:
         return stack[-1]
-    return os.environ.get(_ENV[name], "1") != "0"
+    value = os.environ.get(_ENV[name])
+    return _DEFAULTS[name] if value is None else value != "0"
 
 
 @contextlib.contextmanager

@@ -215,7 +215,7 @@ def count_launches(events) -> dict[str, int]:
     the host-side launch calls (``cudaLaunchKernel``, ``cuLaunchKernel``, ``cudaGraphLaunch``...)
     where the profiler recorded the CUDA API. In a CUDA-graph replay every kernel node is a
     device record, so ``kernels`` counts the kernels run, ``api`` the host's launch calls."""
-    out = {"kernels": 0, "memcpy": 0, "memset": 0, "api": 0}
+    out = {"kernels": 0, "memcpy": 0, "memset": 0, "api": 0, "by_name": {}}
     for e in events:
         name = str(getattr(e, "name", ""))
         if "CUDA" not in str(getattr(e, "device_type", "")):
@@ -224,10 +224,16 @@ def count_launches(events) -> dict[str, int]:
             continue
         if name.startswith("Memcpy"):
             out["memcpy"] += 1
-        elif name.startswith("Memset"):
+            continue
+        if name.startswith("Memset"):
             out["memset"] += 1
-        else:
-            out["kernels"] += 1
+            continue
+        out["kernels"] += 1
+        us = getattr(e, "device_time", None)
+        if us is None:
+            us = getattr(e, "cuda_time", 0.0)
+        count, total = out["by_name"].get(name[:80], (0, 0.0))
+        out["by_name"][name[:80]] = (count + 1, total + float(us or 0.0))
     return out
 
 
@@ -240,7 +246,11 @@ def launches_per_step(step: Callable[[], Any], n: int, sync: Callable[[], None])
             step()
         sync()
     c = count_launches(prof.events())
-    return {k: round(v / n, 1) for k, v in c.items()}
+    top = sorted(c.pop("by_name").items(), key=lambda kv: -kv[1][1])[:12]
+    out = {k: round(v / n, 1) for k, v in c.items()}
+    # where the device time goes: (kernel, launches per step, microseconds per step)
+    out["top"] = [(name, round(cnt / n, 1), round(us / n, 1)) for name, (cnt, us) in top]
+    return out
 
 
 def fmt(v, digits: int = 3) -> str:
@@ -620,6 +630,7 @@ def _launches(row: dict, live: Live, dev: Device, n: int) -> None:
             row[f"launches_{name}"] = c["kernels"]
             row[f"copies_{name}"] = c["memcpy"] + c["memset"]
             row[f"api_launches_{name}"] = c["api"]
+            row[f"top_kernels_{name}"] = c["top"]
         except Exception as e:
             row[f"launches_error_{name}"] = short_error(e)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import errors, settings, tree
 from ..runtime import prims
-from ..runtime.backend import devices_of, is_array
+from ..runtime.backend import device_namespace, devices_of, is_array
 from . import ir
 from .codegen import compile_function, register_source, render, render_body
 from .optimize import LOWERING_NAMES, eliminate_dead_code, insert_frees, lower_accumulation
@@ -134,6 +134,10 @@ def compile_trace(tr: Trace) -> Entry:
     if _fuses(xp):
         from .fusion import fuse_program
         stmts, kernels = fuse_program(stmts, tape, adj)
+    capture = _captures(xp)
+    if capture:     # products through runtime.cublas: CuPy's `@` refuses stream capture
+        from .capture import matmul_calls
+        stmts = matmul_calls(stmts)
     reads = {o.name for op in tape.ops if op.kind == "read"
              for o in (op.outs if type(op.outs) is tuple else (op.outs,))}
     sizes = dict(adj.nbytes)
@@ -154,8 +158,10 @@ def compile_trace(tr: Trace) -> Entry:
     # array type, so CPU and GPU specializations never share code).
     if xp is not np:
         header.append("np = cupy: this specialization runs on the GPU")
+    if capture:
+        header.append("np.matmul = runtime.cublas.matmul: written for CUDA-graph capture")
     source = render(name, params, stmts, header)
-    namespace = _namespace(tape, xp)
+    namespace = _namespace(tape, xp, capture)
     namespace.update(kernels)
     compiled = compile_function(source, name, namespace)
     nops = sum(1 for s in stmts if type(s) not in (ir.Free, ir.Return))
@@ -182,9 +188,20 @@ def _fuses(xp) -> bool:
     return xp is not np and settings.enabled("fuse")
 
 
-def _namespace(tape, xp) -> dict:
-    """The globals of generated code: np, the guard exception, and every object it refers to."""
-    namespace = {"np": xp, "_GuardFailed": errors.GuardFailed, **LOWERING_NAMES}
+def _captures(xp) -> bool:
+    """Is GPU code being written for CUDA-graph capture (knetc.graph_step)?"""
+    return xp is not np and settings.enabled("capture")
+
+
+def _namespace(tape, xp, capture: bool = False) -> dict:
+    """The globals of generated code: np, the guard exception, and every object it refers to.
+    ``capture``: np's matmul and dot are runtime.cublas's (runtime/capturable.py)."""
+    if capture:
+        from ..runtime.capturable import namespace as capturable
+        np_ = capturable(xp)
+    else:
+        np_ = device_namespace(xp)
+    namespace = {"np": np_, "_GuardFailed": errors.GuardFailed, **LOWERING_NAMES}
     namespace.update({code: obj for code, obj in tape.refs.values() if "." not in code})
     return namespace
 
@@ -200,8 +217,9 @@ def _namespace(tape, xp) -> dict:
 
 def can_run_traced(tr: Trace) -> bool:
     """Tier 0 needs the recorded values to be this call's: no primitive whose generated forward
-    differs from the traced one (random draws, running statistics, saved values)."""
-    if tr.pure:
+    differs from the traced one (random draws, running statistics, saved values). Code for
+    CUDA-graph capture is always compiled (tier 0 would run CuPy's own matrix products)."""
+    if tr.pure or _captures(tr.xp):
         return False
     for op in tr.tape.ops:
         if op.kind == "call" and (op.rule.impure or op.rule.forward is not None):
