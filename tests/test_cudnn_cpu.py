@@ -460,3 +460,183 @@ def test_selftest_without_a_library(fresh, monkeypatch, tmp_path):
     monkeypatch.setenv("KNETC_CUDNN_LIBRARY", str(tmp_path / "nope.so"))
     out = cudnn.selftest()
     assert out["library"].endswith("nope.so") and "CudnnUnavailable" in out["version"]
+
+
+# ------------------------------------------------------------------ emulated library: call counts
+# libcudnn is replaced by ctypes callbacks built from the declared prototypes (every argument goes
+# through the same ctypes conversions as for the real library) that record each call and fill the
+# out-parameters; CuPy by NumPy arrays whose ``.data.ptr`` is their host address. The emulation
+# computes nothing: it checks which cuDNN calls a layer call makes.
+
+import sys  # noqa: E402
+
+
+class _Ptr:
+    def __init__(self, p):
+        self.ptr = p
+
+
+class _FakeArray(np.ndarray):
+    @property
+    def data(self):
+        return _Ptr(self.ctypes.data)
+
+
+def _fa(a):
+    return np.asarray(a).view(_FakeArray)
+
+
+def _fake_cupy(current_stream):
+    cp = types.ModuleType("cupy")
+    cp.ndarray = _FakeArray
+    cp.uint8, cp.int32 = np.uint8, np.int32
+    cp.empty = lambda shape, dtype=np.float32: _fa(np.zeros(shape, dtype))
+    cp.empty_like = lambda a: _fa(np.zeros_like(a))
+    cp.zeros = lambda shape, dtype=np.float32: _fa(np.zeros(shape, dtype))
+    cp.ones = lambda shape, dtype=np.float32: _fa(np.ones(shape, dtype))
+    cp.full = lambda shape, v, dtype=None: _fa(np.full(shape, v, dtype))
+    cp.asarray = lambda a, dtype=None: _fa(np.array(a, dtype))
+    cp.ascontiguousarray = lambda a, dtype=None: _fa(np.ascontiguousarray(a, dtype))
+    cp.concatenate = lambda arrays: _fa(np.concatenate(arrays))
+    cp.cuda = types.SimpleNamespace(
+        Device=lambda: types.SimpleNamespace(id=0),
+        runtime=types.SimpleNamespace(getDevice=lambda: 0),
+        get_current_stream=current_stream)
+    return cp
+
+
+class _Emulator:
+    """Records every cuDNN call by name; creates descriptors, reports one algorithm."""
+
+    def __init__(self, wsbytes=256):
+        self.calls, self.next, self.wsbytes = [], 1000, wsbytes
+
+    def impl(self, name):
+        def f(*args):
+            self.calls.append(name)
+            if name.startswith("cudnnCreate"):
+                self.next += 1
+                args[0][0] = self.next
+            elif name.endswith("Algorithm_v7"):
+                args[-2][0] = 1
+                perf = K.AlgoPerf.from_address(args[-1])
+                perf.algo, perf.status = 1, 0
+            elif name.endswith("WorkspaceSize"):
+                args[-1][0] = self.wsbytes
+            return 0
+        return f
+
+
+@pytest.fixture
+def emu(monkeypatch):
+    """The emulated library and a fake CuPy, with every cache of the binding empty."""
+    e = _Emulator()
+    keep = {}
+
+    def fn(name):
+        if name not in keep:
+            restype, argtypes = L.PROTOTYPES[name]
+            keep[name] = ctypes.CFUNCTYPE(restype, *argtypes)(e.impl(name))
+        return keep[name]
+    e.stream = types.SimpleNamespace(ptr=5)
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(lambda: e.stream))
+    monkeypatch.setattr(L, "fn", fn)
+    for mod, name in _CACHES:
+        monkeypatch.setattr(mod, name, type(getattr(mod, name))())
+    return e
+
+
+_CACHES = [(L, "_handles"), (L, "_workspaces"), (L, "_scalars"), (K, "_algos"), (K, "_plans"),
+           (D, "_cache")]
+
+
+def _layer_calls():
+    r = np.random.default_rng(0)
+    f32 = np.float32
+    w, x = _fa(r.standard_normal((4, 3, 3, 3)).astype(f32)), _fa(r.standard_normal((2, 3, 8, 8)).astype(f32))
+    dy = _fa(np.ones((2, 4, 8, 8), f32))
+    p = _fa(np.ones((2, 3, 4, 4), f32))
+    prm = _fa(np.ones(6, f32))
+    m = types.SimpleNamespace(momentum=0.1, mean=_fa(np.zeros(3, f32)), var=_fa(np.ones(3, f32)))
+    return {
+        "conv_forward": (lambda: K.conv4(w, x, padding=1), ["cudnnConvolutionForward"]),
+        "conv_backward_data": (lambda: K.conv4_x(w, x, dy, padding=1),
+                               ["cudnnConvolutionBackwardData"]),
+        "conv_backward_filter": (lambda: K.conv4_w(w, x, dy, padding=1),
+                                 ["cudnnConvolutionBackwardFilter"]),
+        "deconv4": (lambda: K.deconv4(w.transpose(1, 0, 2, 3).copy().view(_FakeArray), x),
+                    ["cudnnConvolutionBackwardData"]),
+        "pool": (lambda: K.pool(x), ["cudnnPoolingForward"]),
+        "pool_x": (lambda: K.pool_x(x, p, p), ["cudnnPoolingBackward"]),
+        "unpool": (lambda: K.unpool(p), ["cudnnPoolingBackward"]),
+        "unpool_x": (lambda: K.unpool_x(p, None, x), ["cudnnPoolingForward"]),
+        "batchnorm_train": (lambda: K.batchnorm_train(x, m, prm),
+                            ["cudnnBatchNormalizationForwardTraining"]),
+        "batchnorm_infer": (lambda: K.batchnorm_infer(x, m, prm),
+                            ["cudnnBatchNormalizationForwardInference"]),
+        "batchnorm_dx": (lambda: K.batchnorm_dx(x, prm, K.batchnorm_train(x, m, prm)[1], x),
+                         ["cudnnBatchNormalizationForwardTraining",
+                          "cudnnBatchNormalizationBackward"]),
+        "softmax": (lambda: K._softmax_fwd(x, 1, K.SOFTMAX_ACCURATE), ["cudnnSoftmaxForward"]),
+        "logsoftmax_backward": (lambda: K._softmax_bwd(x, x, -1, K.SOFTMAX_LOG),
+                                ["cudnnSoftmaxBackward"]),
+    }
+
+
+@pytest.mark.parametrize("name", list(_layer_calls()))
+def test_repeated_layer_call_makes_only_the_compute_call(emu, name):
+    run, expected = _layer_calls()[name]
+    assert run() is not NotImplemented
+    assert any(c.startswith("cudnnSet") for c in emu.calls)  # the first call built descriptors
+    emu.calls.clear()
+    run()
+    assert emu.calls == expected
+
+
+def test_workspace_reused_per_stream_and_none_for_zero(emu):
+    assert L.workspace(0) == (None, None)
+    assert L._workspaces == {}                      # zero bytes allocate nothing
+    b1, p1 = L.workspace(100)
+    b2, p2 = L.workspace(64)
+    assert b2 is b1 and p2 == p1                    # same stream: the same buffer
+    b3, _ = L.workspace(1000)
+    assert b3 is not b1 and b3.nbytes == 1000        # grown
+    emu.stream = types.SimpleNamespace(ptr=6)       # another current stream: a fresh buffer
+    b4, _ = L.workspace(10)
+    assert b4 is not b3
+    assert L.workspace(10)[0] is b4
+
+
+def test_error_context_is_built_only_on_failure(emu, monkeypatch):
+    built = []
+
+    def what():
+        built.append(1)
+        return "conv4 forward (x float32(2, 3, 8, 8))"
+    L.call("cudnnSetStream", None, None, what=what)
+    assert built == []
+    monkeypatch.setattr(emu, "impl", None)          # (callbacks already made keep working)
+    fail = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)(lambda p: 3000)
+    monkeypatch.setattr(L, "fn", lambda name: fail)
+    with pytest.raises(L.CudnnError) as e:
+        L.call("cudnnDestroy", None, what=what)
+    assert built == [1] and "conv4 forward (x float32(2, 3, 8, 8))" in str(e.value)
+    assert "in cudnnDestroy" in str(e.value) and e.value.not_supported
+    with pytest.raises(L.CudnnError, match="for cudnnDestroy: CUDNN_STATUS_NOT_SUPPORTED"):
+        L.call("cudnnDestroy", None)                # no context: the function's name
+
+
+def test_descriptor_cache_keys_hold_dtype_strides_and_device(emu):
+    a = _fa(np.zeros((2, 3, 4, 5), np.float32))
+    t = a.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2).view(_FakeArray)  # same shape
+    assert D.tensor(a) is D.tensor(a)
+    assert D.tensor(t) is not D.tensor(a)
+    assert D.tensor(a.astype(np.float64).view(_FakeArray)) is not D.tensor(a)
+    assert D.tensor(a, device=1) is not D.tensor(a, device=0)
+    assert D.filt(np.float32, (4, 3, 3, 3)) is not D.filt(np.float16, (4, 3, 3, 3))
+    k1 = _layer_calls()["conv_forward"][0]
+    y1 = k1()
+    before = len(K._plans)
+    K.conv4(_fa(np.zeros((4, 3, 3, 3), np.float64)), _fa(np.zeros((2, 3, 8, 8), np.float64)),
+            padding=1)
+    assert len(K._plans) == before + 1 and y1.dtype == np.float32

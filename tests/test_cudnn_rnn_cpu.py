@@ -196,7 +196,10 @@ def _fake_cupy():
     cp.isfinite = np.isfinite
     cp.abs = np.abs
     cp.asnumpy = np.asarray
-    cp.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0))
+    stream = types.SimpleNamespace(ptr=5)
+    cp.cuda = types.SimpleNamespace(Device=lambda: types.SimpleNamespace(id=0),
+                                    runtime=types.SimpleNamespace(getDevice=lambda: 0),
+                                    get_current_stream=lambda: stream)
     return cp
 
 
@@ -356,16 +359,24 @@ def fake(monkeypatch):
     emu = FakeCudnn()
     keep = {}
 
+    emu.every = []   # every entry point called, by name
+
     def fn(name):
         if name not in keep:
             restype, argtypes = LIB.PROTOTYPES[name]
-            keep[name] = ctypes.CFUNCTYPE(restype, *argtypes)(getattr(emu, name))
+            impl = getattr(emu, name)
+
+            def counted(*args, impl=impl, name=name):
+                emu.every.append(name)
+                return impl(*args)
+            keep[name] = ctypes.CFUNCTYPE(restype, *argtypes)(counted)
         return keep[name]
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy())
     monkeypatch.setattr(LIB, "fn", fn)
     monkeypatch.setattr(LIB, "handle", lambda: 7)
-    monkeypatch.setattr(C, "_rnns", {})
-    monkeypatch.setattr(C, "_hdescs", {})
+    for name in ("_rnns", "_hdescs", "_shapes", "_seqlens"):
+        monkeypatch.setattr(C, name, LIB.LRU())
+    monkeypatch.setattr(LIB, "_workspaces", {})
     return emu
 
 
@@ -452,3 +463,24 @@ def test_emulated_dispatch_in_runtime_rnn(fake, monkeypatch):
         assert not C.usable(rd, _fa(w), _fa(x), train=True)
     assert C.usable(rd, _fa(w), _fa(x), train=False)
     assert not C.usable(r, _fa(w), _fa(x.astype(np.float64)))    # mixed dtypes: array code
+
+
+def test_emulated_repeated_calls_make_only_the_compute_calls(fake):
+    """A second forward/backward of the same RNN and shapes creates, sets and queries nothing:
+    descriptors, temp-space sizes and sequence lengths are cached."""
+    r, w = R.rnninit(3, 4, rnnType="lstm", numLayers=2, bidirectional=True, seed=1)
+    x = np.random.default_rng(0).standard_normal((5, 2, 3)).astype(np.float32)
+    dy = _fa(np.ones((5, 2, 8), np.float32))
+    out = C.forward(r, _fa(w), _fa(x), training=True)
+    assert "cudnnSetRNNDataDescriptor" in fake.every    # the first call made the descriptors
+    C.backward(r, _fa(w), _fa(x), None, None, out, (dy, None, None))
+    fake.every.clear()
+    out = C.forward(r, _fa(w), _fa(x), training=True)
+    assert fake.every == ["cudnnRNNForward"]
+    fake.every.clear()
+    C.backward(r, _fa(w), _fa(x), None, None, out, (dy, None, None))
+    assert fake.every == ["cudnnRNNBackwardData_v8", "cudnnRNNBackwardWeights_v8"]
+    fake.every.clear()
+    C.forward(r, _fa(w), _fa(x), training=False)   # inference: its sizes once, then cached
+    C.forward(r, _fa(w), _fa(x), training=False)
+    assert fake.every == ["cudnnGetRNNTempSpaceSizes", "cudnnRNNForward", "cudnnRNNForward"]

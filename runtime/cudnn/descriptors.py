@@ -155,19 +155,20 @@ def int_array(values):
 # --------------------------------------------------------------------------- descriptor objects
 
 class _Descriptor:
-    """Owns one cuDNN descriptor; ``value`` is its pointer as an int."""
+    """Owns one cuDNN descriptor; ``value`` is its pointer as an int (also what ctypes passes
+    for the object itself, through ``_as_parameter_``)."""
 
     _create = _destroy = ""
 
     def __init__(self):
-        self.value = None
+        self.value = self._as_parameter_ = None
         p = ctypes.c_void_p()
         L.call(self._create, ctypes.byref(p), what=type(self).__name__)
-        self.value = p.value
+        self.value = self._as_parameter_ = p.value
 
     def close(self) -> None:
         """Destroy the descriptor now (idempotent)."""
-        v, self.value = self.value, None
+        v, self.value, self._as_parameter_ = self.value, None, None
         if v is not None:
             try:
                 L.fn(self._destroy)(ctypes.c_void_p(v))
@@ -182,10 +183,6 @@ class _Descriptor:
 
     def __exit__(self, *exc):
         self.close()
-
-    @property
-    def _as_parameter_(self):  # lets ctypes pass the object itself as a void*
-        return ctypes.c_void_p(self.value)
 
 
 class TensorDesc(_Descriptor):
@@ -241,53 +238,73 @@ class PoolDesc(_Descriptor):
 
 
 # --------------------------------------------------------------------------- cached constructors
+# Keys hold everything a descriptor depends on: the device, the dtype and the exact shape and
+# (byte) strides of the array it describes. The fast path keys on the array's own shape and
+# strides, so a hit does no argument computation at all.
 
-_CACHE_MAX = 4096
-_cache: dict = {}
+_CACHE_MAX = 512
+_cache = L.LRU(_CACHE_MAX)
 
 
 def _cached(key, make):
     d = _cache.get(key)
     if d is None:
-        if len(_cache) >= _CACHE_MAX:
-            _cache.clear()
-        d = _cache[key] = make()
+        d = make()
+        _cache.put(key, d)
     return d
 
 
-def tensor(a, shape=None) -> TensorDesc:
+def tensor(a, shape=None, device: int | None = None) -> TensorDesc:
     """Cached tensor descriptor of CuPy array ``a`` (optionally viewed with another ``shape``
-    of the same C-contiguous data)."""
+    of the same C-contiguous data) on ``device`` (the current one when None)."""
+    dev = L.device() if device is None else device
     if shape is None:
-        dims, strides = tensor_args(a.shape, a.strides, a.itemsize)
+        key = ("t", dev, a.dtype.char, tuple(a.shape), tuple(a.strides))
     else:
-        dims, strides = tensor_args(shape, [s * a.itemsize for s in packed_strides(shape)],
-                                    a.itemsize)
-    key = ("t", a.dtype.char, tuple(dims), tuple(strides))
-    return _cached(key, lambda: TensorDesc(a.dtype, dims, strides))
+        key = ("v", dev, a.dtype.char, tuple(int(n) for n in shape))
+    d = _cache.get(key)
+    if d is None:
+        if shape is None:
+            dims, strides = tensor_args(a.shape, a.strides, a.itemsize)
+        else:
+            dims, strides = tensor_args(shape, [s * a.itemsize for s in packed_strides(shape)],
+                                        a.itemsize)
+        d = TensorDesc(a.dtype, dims, strides)
+        _cache.put(key, d)
+    return d
 
 
-def tensor_nd(dtype, shape) -> TensorDesc:
+def tensor_nd(dtype, shape, device: int | None = None) -> TensorDesc:
     """Cached descriptor of a packed tensor of ``shape`` and ``dtype``."""
-    dims, strides = tensor_args(shape, [s * np.dtype(dtype).itemsize for s in
-                                        packed_strides(shape)], np.dtype(dtype).itemsize)
-    key = ("t", np.dtype(dtype).char, tuple(dims), tuple(strides))
-    return _cached(key, lambda: TensorDesc(dtype, dims, strides))
+    dt = np.dtype(dtype)
+    dev = L.device() if device is None else device
+    key = ("v", dev, dt.char, tuple(int(n) for n in shape))
+    d = _cache.get(key)
+    if d is None:
+        dims, strides = tensor_args(shape, [s * dt.itemsize for s in packed_strides(shape)],
+                                    dt.itemsize)
+        d = TensorDesc(dt, dims, strides)
+        _cache.put(key, d)
+    return d
 
 
-def filt(dtype, shape) -> FilterDesc:
-    """Cached filter descriptor."""
-    key = ("f", np.dtype(dtype).char, tuple(shape))
+def filt(dtype, shape, device: int | None = None) -> FilterDesc:
+    """Cached filter descriptor (filters are packed: dtype and shape say everything)."""
+    dev = L.device() if device is None else device
+    key = ("f", dev, np.dtype(dtype).char, tuple(int(n) for n in shape))
     return _cached(key, lambda: FilterDesc(dtype, shape))
 
 
-def conv(dtype, pads, strides, dils, mode, groups, math) -> ConvDesc:
+def conv(dtype, pads, strides, dils, mode, groups, math, device: int | None = None) -> ConvDesc:
     """Cached convolution descriptor."""
-    key = ("c", np.dtype(dtype).char, tuple(pads), tuple(strides), tuple(dils), mode, groups, math)
+    dev = L.device() if device is None else device
+    key = ("c", dev, np.dtype(dtype).char, tuple(pads), tuple(strides), tuple(dils), int(mode),
+           int(groups), int(math))
     return _cached(key, lambda: ConvDesc(dtype, pads, strides, dils, mode, groups, math))
 
 
-def pooling(mode, nan, win, pads, strides) -> PoolDesc:
+def pooling(mode, nan, win, pads, strides, device: int | None = None) -> PoolDesc:
     """Cached pooling descriptor."""
-    key = ("p", mode, nan, tuple(win), tuple(pads), tuple(strides))
+    dev = L.device() if device is None else device
+    key = ("p", dev, int(mode), int(nan), tuple(win), tuple(pads), tuple(strides))
     return _cached(key, lambda: PoolDesc(mode, nan, win, pads, strides))

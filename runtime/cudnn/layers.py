@@ -67,10 +67,6 @@ def _tf32() -> bool:
     return os.environ.get("KNETC_CUDNN_TF32", "0") == "1"
 
 
-def _ab(dtype, alpha=1.0, beta=0.0):
-    return ctypes.byref(L.scalar(float(alpha), dtype)), ctypes.byref(L.scalar(float(beta), dtype))
-
-
 def _shapes(**arrays) -> str:
     return ", ".join(f"{k} {getattr(v, 'dtype', '')}{tuple(getattr(v, 'shape', v))}"
                      for k, v in arrays.items())
@@ -130,89 +126,137 @@ def choose_algo(key: tuple, h: int, descs: tuple, what: str) -> tuple[int, int]:
 
 
 def _device() -> int:
-    return _cp().cuda.Device().id
+    return L.device()
 
 
-def _conv_setup(kind, xshape, wshape, yshape, dtype, padding, stride, dilation, mode, groups):
+def _conv_setup(kind, xshape, wshape, yshape, dtype, padding, stride, dilation, mode, groups,
+                tf32=None, device=None):
     pads, strides, dils, mode, groups = D.conv_args(len(xshape) - 2, padding, stride, dilation,
                                                     mode, groups)
     out = D.conv_output_shape(xshape, wshape, pads, strides, dils, groups)
     if tuple(yshape) != out:
         _refuse(f"conv: dy has shape {tuple(yshape)}, expected {out}")
-    mt = D.math_type(dtype, _tf32())
-    cd = D.conv(dtype, pads, strides, dils, mode, groups, mt)
-    key = algo_key(kind, xshape, wshape, yshape, dtype, pads, strides, dils, mode, groups, mt,
-                   _device())
+    dev = _device() if device is None else device
+    mt = D.math_type(dtype, _tf32() if tf32 is None else tf32)
+    cd = D.conv(dtype, pads, strides, dils, mode, groups, mt, dev)
+    key = algo_key(kind, xshape, wshape, yshape, dtype, pads, strides, dils, mode, groups, mt, dev)
     return cd, key
+
+
+# Per-call plans: everything a convolution call derives from its arguments' dtypes, shapes and
+# strides and its settings (output shape, descriptors, algorithm, workspace size), cached under
+# a key holding all of them, so a repeated call does no argument computation or descriptor work.
+_plans = L.LRU(512)
+_CONV_CALLS = {"fwd": "cudnnConvolutionForward", "bwd_data": "cudnnConvolutionBackwardData",
+               "bwd_filter": "cudnnConvolutionBackwardFilter"}
+
+
+def _hk(v):
+    """``v`` as part of a cache key: lists as tuples (the argument functions treat them alike);
+    unhashable values make the key unhashable, and such calls are simply not cached."""
+    return tuple(v) if type(v) is list else v
+
+
+def _plan_get(key):
+    try:
+        return _plans.get(key), key
+    except TypeError:  # an unhashable setting (an array as padding...): no caching
+        return None, None
+
+
+def _conv_plan(kind, dt, a, b, shape, settings, what):
+    """``(out shape, desc of a, desc of b, conv desc, desc of out, algo, workspace bytes)`` for
+    the convolution ``kind`` on C-contiguous ``a``, ``b`` (fwd: x, w; bwd_data: w, dy;
+    bwd_filter: x, dy); ``shape`` is dx's (bwd_data) or dw's (bwd_filter) shape."""
+    padding, stride, dilation, mode, groups, tf32 = settings
+    dev = _device()
+    if kind == "fwd":
+        x, w = a, b
+        pads, strides, dils, _, g = D.conv_args(x.ndim - 2, padding, stride, dilation, mode,
+                                                groups)
+        out = D.conv_output_shape(x.shape, w.shape, pads, strides, dils, g)
+        xs, ws, ys = x.shape, w.shape, out
+        da, db = D.tensor(x, device=dev), D.filt(dt, w.shape, dev)
+    elif kind == "bwd_data":
+        w, dy = a, b
+        out = tuple(shape)
+        xs, ws, ys = out, w.shape, dy.shape
+        da, db = D.filt(dt, w.shape, dev), D.tensor(dy, device=dev)
+    else:
+        x, dy = a, b
+        out = tuple(shape)
+        xs, ws, ys = x.shape, out, dy.shape
+        da, db = D.tensor(x, device=dev), D.tensor(dy, device=dev)
+    cd, key = _conv_setup(kind, xs, ws, ys, dt, padding, stride, dilation, mode, groups, tf32,
+                          dev)
+    dout = D.filt(dt, out, dev) if kind == "bwd_filter" else D.tensor_nd(dt, out, dev)
+    # (x, w, conv, y), (w, dy, conv, dx), (x, dy, conv, dw): the order cuDNN's calls take them
+    algo, nbytes = choose_algo(key, L.handle(), (da, db, cd, dout), what())
+    return (out, da, db, cd, dout, algo, nbytes)
+
+
+def _conv_call(kind, dt, a, b, shape, padding, stride, dilation, mode, groups, alpha, what):
+    """Run convolution ``kind`` (see ``_conv_plan``) and return its new output array."""
+    tf32 = _tf32()
+    key = (kind, _device(), dt.char, a.shape, a.strides, b.shape, b.strides,
+           None if shape is None else tuple(shape), _hk(padding), _hk(stride), _hk(dilation),
+           mode, groups, tf32)
+    plan, key = _plan_get(key)
+    if plan is None:
+        plan = _conv_plan(kind, dt, a, b, shape, (padding, stride, dilation, mode, groups, tf32),
+                          what)
+        if key is not None:
+            _plans.put(key, plan)
+    out, da, db, cd, dout, algo, nbytes = plan
+    y = _cp().empty(out, dtype=dt)
+    h = L.handle()
+    buf, ws = L.workspace(nbytes)
+    al, be = L.scalars(dt, alpha)
+    L.call(_CONV_CALLS[kind], h, al, da, a.data.ptr, db, b.data.ptr, cd, algo, ws, nbytes, be,
+           dout, y.data.ptr, what=what)
+    del buf  # (a per-stream reused buffer, or back to CuPy's stream-ordered pool)
+    return y
 
 
 @_fallback_ok
 def conv_forward(w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1.0, groups=1):
     """``y = alpha * conv(w, x)`` (cudnnConvolutionForward); w is (K, C/groups, kh, kw)."""
-    cp = _cp()
     dt = _same_float(w, x)
     w, x = _contig(w), _contig(x)
-    pads, strides, dils, m, g = D.conv_args(x.ndim - 2, padding, stride, dilation, mode, groups)
-    y = cp.empty(D.conv_output_shape(x.shape, w.shape, pads, strides, dils, g), dtype=dt)
-    cd, key = _conv_setup("fwd", x.shape, w.shape, y.shape, dt, padding, stride, dilation, mode,
-                          groups)
-    h = L.handle()
-    xd, wd, yd = D.tensor(x), D.filt(dt, w.shape), D.tensor(y)
-    what = f"conv4 forward ({_shapes(w=w, x=x)}, padding {padding}, stride {stride}, " \
-           f"dilation {dilation}, mode {mode}, groups {groups})"
-    algo, nbytes = choose_algo(key, h, (xd, wd, cd, yd), what)
-    buf, ws = L.workspace(nbytes)
-    a, b = _ab(dt, alpha)
-    L.call("cudnnConvolutionForward", h, a, xd, x.data.ptr, wd, w.data.ptr, cd, algo, ws, nbytes,
-           b, yd, y.data.ptr, what=what)
-    del buf  # back to CuPy's stream-ordered pool only after the call is enqueued
-    return y
+
+    def what():
+        return (f"conv4 forward ({_shapes(w=w, x=x)}, padding {padding}, stride {stride}, "
+                f"dilation {dilation}, mode {mode}, groups {groups})")
+    return _conv_call("fwd", dt, x, w, None, padding, stride, dilation, mode, groups, alpha,
+                      what)
 
 
 @_fallback_ok
 def conv_backward_data(w, dy, xshape, *, padding=0, stride=1, dilation=1, mode=0, alpha=1.0,
                        groups=1):
     """``dx`` of shape ``xshape`` (cudnnConvolutionBackwardData): the adjoint of conv_forward."""
-    cp = _cp()
     dt = _same_float(w, dy)
     w, dy = _contig(w), _contig(dy)
-    dx = cp.empty(tuple(xshape), dtype=dt)
-    cd, key = _conv_setup("bwd_data", dx.shape, w.shape, dy.shape, dt, padding, stride, dilation,
-                          mode, groups)
-    h = L.handle()
-    wd, dyd, dxd = D.filt(dt, w.shape), D.tensor(dy), D.tensor(dx)
-    what = f"conv4 backward data ({_shapes(w=w, dy=dy, x=xshape)}, padding {padding}, " \
-           f"stride {stride}, dilation {dilation}, mode {mode}, groups {groups})"
-    algo, nbytes = choose_algo(key, h, (wd, dyd, cd, dxd), what)
-    buf, ws = L.workspace(nbytes)
-    a, b = _ab(dt, alpha)
-    L.call("cudnnConvolutionBackwardData", h, a, wd, w.data.ptr, dyd, dy.data.ptr, cd, algo, ws,
-           nbytes, b, dxd, dx.data.ptr, what=what)
-    del buf
-    return dx
+
+    def what():
+        return (f"conv4 backward data ({_shapes(w=w, dy=dy, x=xshape)}, padding {padding}, "
+                f"stride {stride}, dilation {dilation}, mode {mode}, groups {groups})")
+    return _conv_call("bwd_data", dt, w, dy, xshape, padding, stride, dilation, mode, groups,
+                      alpha, what)
 
 
 @_fallback_ok
 def conv_backward_filter(wshape, x, dy, *, padding=0, stride=1, dilation=1, mode=0, alpha=1.0,
                          groups=1):
     """``dw`` of shape ``wshape`` (cudnnConvolutionBackwardFilter)."""
-    cp = _cp()
     dt = _same_float(x, dy)
     x, dy = _contig(x), _contig(dy)
-    dw = cp.empty(tuple(wshape), dtype=dt)
-    cd, key = _conv_setup("bwd_filter", x.shape, dw.shape, dy.shape, dt, padding, stride,
-                          dilation, mode, groups)
-    h = L.handle()
-    xd, dyd, dwd = D.tensor(x), D.tensor(dy), D.filt(dt, dw.shape)
-    what = f"conv4 backward filter ({_shapes(w=wshape, x=x, dy=dy)}, padding {padding}, " \
-           f"stride {stride}, dilation {dilation}, mode {mode}, groups {groups})"
-    algo, nbytes = choose_algo(key, h, (xd, dyd, cd, dwd), what)
-    buf, ws = L.workspace(nbytes)
-    a, b = _ab(dt, alpha)
-    L.call("cudnnConvolutionBackwardFilter", h, a, xd, x.data.ptr, dyd, dy.data.ptr, cd, algo,
-           ws, nbytes, b, dwd, dw.data.ptr, what=what)
-    del buf
-    return dw
+
+    def what():
+        return (f"conv4 backward filter ({_shapes(w=wshape, x=x, dy=dy)}, padding {padding}, "
+                f"stride {stride}, dilation {dilation}, mode {mode}, groups {groups})")
+    return _conv_call("bwd_filter", dt, x, dy, wshape, padding, stride, dilation, mode, groups,
+                      alpha, what)
 
 
 # Knet's API (runtime.conv signatures, 4-D arrays, groups 1).
@@ -269,33 +313,67 @@ def deconv4(w, x, *, padding=0, stride=1, dilation=1, mode=0, alpha=1):
 
 # --------------------------------------------------------------------------- pooling
 
+def _memo(f):
+    """Cache the results of a pure argument function (shapes and settings in, tuple out) per
+    argument tuple; unhashable arguments and raised errors are not cached."""
+    cache = L.LRU(512)
+
+    @functools.wraps(f)
+    def wrapper(*args):
+        try:
+            key = tuple(_hk(a) for a in args)
+            hit = cache.get(key)
+        except TypeError:
+            return f(*args)
+        if hit is None:
+            hit = f(*args)
+            cache.put(key, hit)
+        return hit
+    wrapper.cache = cache
+    return wrapper
+
+
+def _pool_plan(kind, dt, arrays, mode, window, padding, stride):
+    """Cached ``(pooling desc, tensor descs of arrays...)``, keyed by everything they depend on."""
+    dev = _device()
+    key = (kind, dev, dt.char, mode, _hk(window), _hk(padding), _hk(stride),
+           *[(a.shape, a.strides) for a in arrays])
+    plan, key = _plan_get(key)
+    if plan is None:
+        pd = D.pooling(*D.pool_args(mode, window, padding, stride), device=dev)
+        plan = (pd, *[D.tensor(a, device=dev) for a in arrays])
+        if key is not None:
+            _plans.put(key, plan)
+    return plan
+
+
 def _pool_call_forward(x, out_shape, mode, window, padding, stride, alpha):
-    cp = _cp()
     dt = _same_float(x)
     x = _contig(x)
-    pd = D.pooling(*D.pool_args(mode, window, padding, stride))
-    y = cp.empty(tuple(out_shape), dtype=dt)
-    a, b = _ab(dt, alpha)
-    L.call("cudnnPoolingForward", L.handle(), pd, a, D.tensor(x), x.data.ptr, b, D.tensor(y),
-           y.data.ptr, what=f"pool forward ({_shapes(x=x)}, window {window}, padding {padding}, "
-                            f"stride {stride}, mode {mode})")
+    y = _cp().empty(tuple(out_shape), dtype=dt)
+    pd, xd, yd = _pool_plan("pool_fwd", dt, (x, y), mode, window, padding, stride)
+    a, b = L.scalars(dt, alpha)
+    L.call("cudnnPoolingForward", L.handle(), pd, a, xd, x.data.ptr, b, yd, y.data.ptr,
+           what=lambda: f"pool forward ({_shapes(x=x)}, window {window}, padding {padding}, "
+                        f"stride {stride}, mode {mode})")
     return y
 
 
 def _pool_call_backward(x, y, dy, mode, window, padding, stride, alpha, dx=None):
-    cp = _cp()
     dt = _same_float(x, y, dy)
     x, y, dy = _contig(x), _contig(y), _contig(dy)
-    pd = D.pooling(*D.pool_args(mode, window, padding, stride))
-    dx = cp.empty(x.shape, dtype=dt) if dx is None else dx
-    a, b = _ab(dt, alpha)
-    L.call("cudnnPoolingBackward", L.handle(), pd, a, D.tensor(y), y.data.ptr, D.tensor(dy),
-           dy.data.ptr, D.tensor(x), x.data.ptr, b, D.tensor(dx), dx.data.ptr,
-           what=f"pool backward ({_shapes(x=x, y=y, dy=dy)}, window {window}, padding "
-                f"{padding}, stride {stride}, mode {mode})")
+    dx = _cp().empty(x.shape, dtype=dt) if dx is None else dx
+    pd, xd, yd, dyd, dxd = _pool_plan("pool_bwd", dt, (x, y, dy, dx), mode, window, padding,
+                                      stride)
+    a, b = L.scalars(dt, alpha)
+    L.call("cudnnPoolingBackward", L.handle(), pd, a, yd, y.data.ptr, dyd, dy.data.ptr, xd,
+           x.data.ptr, b, dxd, dx.data.ptr,
+           what=lambda: f"pool backward ({_shapes(x=x, y=y, dy=dy)}, window {window}, padding "
+                        f"{padding}, stride {stride}, mode {mode})")
     return dx
 
 
+@_memo
 def pool_output_shape(xshape, window, padding, stride) -> tuple:
     """(N, C, Ho, Wo) of pooling a 4-D ``xshape``; ``stride`` None means the window."""
     if len(xshape) != 4:
@@ -330,6 +408,7 @@ def pool_x(x, y, dy, *, window=2, padding=0, stride=None, mode=0, alpha=1):
 UNPOOL_MODE = {0: 1, 1: 2, 2: 1, 3: 1}
 
 
+@_memo
 def unpool_setup(xshape, window, padding, stride, mode):
     """``(unpooled shape, pool mode, (window, padding, stride), window size)`` for unpool; the
     unpooled shape pools back to ``xshape``."""
@@ -424,8 +503,16 @@ def _scale_bias(params, C, pdt):
 
 
 def _bn_descs(x, pdt):
-    shape = bn_shape(x.shape)
-    return D.tensor(x, shape), D.tensor_nd(pdt, (1, x.shape[1]) + (1,) * (len(shape) - 2))
+    """Cached (x's descriptor in bn_shape, the per-channel parameter descriptor)."""
+    dev = _device()
+    key = ("bn", dev, x.dtype.char, x.shape, x.strides, pdt.char)
+    plan = _plans.get(key)
+    if plan is None:
+        shape = bn_shape(x.shape)
+        plan = (D.tensor(x, shape, dev),
+                D.tensor_nd(pdt, (1, x.shape[1]) + (1,) * (len(shape) - 2), dev))
+        _plans.put(key, plan)
+    return plan
 
 
 def _running(arr, C, pdt):
@@ -463,11 +550,11 @@ def batchnorm_train(x, moments=None, params=None, *, eps=1e-5, momentum=None, up
     if moments is not None and update:
         factor = moments.momentum if momentum is None else float(momentum)
         (rm, copy_m), (rv, copy_v) = _running(moments.mean, C, pdt), _running(moments.var, C, pdt)
-    a, b = _ab(dt)
+    a, b = L.scalars(dt)
     L.call("cudnnBatchNormalizationForwardTraining", L.handle(), BN_SPATIAL, a, b, xd, x.data.ptr,
            xd, y.data.ptr, bnd, scale.data.ptr, bias.data.ptr, float(factor), L.ptr(rm),
            L.ptr(rv), float(eps), mean.data.ptr, invvar.data.ptr,
-           what=f"batchnorm training forward ({_shapes(x=x)})")
+           what=lambda: f"batchnorm training forward ({_shapes(x=x)})")
     if rm is not None:
         for name, buf, copy in (("mean", rm, copy_m), ("var", rv, copy_v)):
             if copy:
@@ -492,10 +579,10 @@ def batchnorm_infer(x, moments, params=None, *, eps=1e-5):
     mean = cp.ascontiguousarray(cp.asarray(moments.mean).reshape(C), dtype=pdt)
     var = cp.ascontiguousarray(cp.asarray(moments.var).reshape(C), dtype=pdt)
     y = cp.empty_like(x)
-    a, b = _ab(dt)
+    a, b = L.scalars(dt)
     L.call("cudnnBatchNormalizationForwardInference", L.handle(), BN_SPATIAL, a, b, xd,
            x.data.ptr, xd, y.data.ptr, bnd, scale.data.ptr, bias.data.ptr, mean.data.ptr,
-           var.data.ptr, float(eps), what=f"batchnorm inference forward ({_shapes(x=x)})")
+           var.data.ptr, float(eps), what=lambda: f"batchnorm inference forward ({_shapes(x=x)})")
     return y
 
 
@@ -513,11 +600,11 @@ def _bn_backward(params, saved: BNSaved, dy):
     scale, _ = _scale_bias(params, C, pdt)
     dx = cp.empty_like(x)
     dscale, dbias = cp.empty(C, dtype=pdt), cp.empty(C, dtype=pdt)
-    a, b = _ab(dt)
+    a, b = L.scalars(dt)
     L.call("cudnnBatchNormalizationBackward", L.handle(), BN_SPATIAL, a, b, a, b, xd, x.data.ptr,
            xd, dy.data.ptr, xd, dx.data.ptr, bnd, scale.data.ptr, dscale.data.ptr,
            dbias.data.ptr, saved.eps, saved.mean.data.ptr, saved.invvar.data.ptr,
-           what=f"batchnorm backward ({_shapes(x=x, dy=dy)})")
+           what=lambda: f"batchnorm backward ({_shapes(x=x, dy=dy)})")
     saved._grads = (key, dx, dscale, dbias)
     return dx, dscale, dbias
 
@@ -539,6 +626,7 @@ def batchnorm_dparams(x, params, saved: BNSaved, dy):
 
 # --------------------------------------------------------------------------- softmax
 
+@_memo
 def softmax_shape(shape, axis: int) -> tuple[int, int, int, int]:
     """``(pre, n, post, 1)``: ``shape`` viewed so that ``axis`` is cuDNN's channel dimension."""
     shape = tuple(shape)
@@ -560,9 +648,9 @@ def _softmax_fwd(x, axis, algo):
     x = _contig(x)
     xd = D.tensor(x, softmax_shape(x.shape, axis))
     y = cp.empty_like(x)
-    a, b = _ab(dt)
+    a, b = L.scalars(dt)
     L.call("cudnnSoftmaxForward", L.handle(), algo, SOFTMAX_CHANNEL, a, xd, x.data.ptr, b, xd,
-           y.data.ptr, what=f"softmax forward ({_shapes(x=x)}, axis {axis})")
+           y.data.ptr, what=lambda: f"softmax forward ({_shapes(x=x)}, axis {axis})")
     return y
 
 
@@ -572,10 +660,10 @@ def _softmax_bwd(y, dy, axis, algo):
     y, dy = _contig(y), _contig(dy)
     yd = D.tensor(y, softmax_shape(y.shape, axis))
     dx = cp.empty_like(y)
-    a, b = _ab(dt)
+    a, b = L.scalars(dt)
     L.call("cudnnSoftmaxBackward", L.handle(), algo, SOFTMAX_CHANNEL, a, yd, y.data.ptr, yd,
-           dy.data.ptr, b, yd, dx.data.ptr, what=f"softmax backward ({_shapes(y=y, dy=dy)}, "
-                                                f"axis {axis})")
+           dy.data.ptr, b, yd, dx.data.ptr,
+           what=lambda: f"softmax backward ({_shapes(y=y, dy=dy)}, axis {axis})")
     return dx
 
 

@@ -11,6 +11,7 @@ import ctypes.util
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -169,6 +170,42 @@ _lib: ctypes.CDLL | None = None
 _load_error: str | None = None
 _declared: set[str] = set()
 _handles: dict[tuple[int, int], int] = {}
+_fns: dict[str, tuple] = {}  # name -> (the CDLL it came from, the ctypes function, prototype set)
+
+
+class LRU:
+    """A bounded mapping that drops its least recently used entry past ``maxsize``. The caches of
+    descriptors and per-shape plans use it: an evicted descriptor is destroyed only once nothing
+    (a running call, a plan) holds it any more."""
+
+    def __init__(self, maxsize: int = 512):
+        self.maxsize = maxsize
+        self._d: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        """The value for ``key`` (None when absent), marked as recently used."""
+        v = self._d.get(key)
+        if v is not None:
+            try:
+                self._d.move_to_end(key)
+            except KeyError:  # evicted by another thread in between: still a valid value
+                pass
+        return v
+
+    def put(self, key, value) -> None:
+        """Store ``value`` and evict the oldest entries beyond ``maxsize``."""
+        with _lock:
+            self._d[key] = value
+            while len(self._d) > self.maxsize:
+                self._d.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        with _lock:
+            self._d.clear()
 
 
 def find_library() -> str:
@@ -242,10 +279,15 @@ def declare(name: str, restype, argtypes) -> None:
     with _lock:
         PROTOTYPES[name] = (restype, list(argtypes))
         _declared.discard(name)
+        _fns.pop(name, None)
 
 
 def fn(name: str):
-    """The ctypes function ``name`` of the loaded library with its prototype set."""
+    """The ctypes function ``name`` of the loaded library with its prototype set (looked up once
+    per library: getattr on a CDLL and setting argtypes cost microseconds per call)."""
+    hit = _fns.get(name)
+    if hit is not None and hit[0] is _lib and name in _declared:
+        return hit[1]
     library = lib()
     f = getattr(library, name)
     if name not in _declared:
@@ -253,12 +295,17 @@ def fn(name: str):
             raise CudnnError(f"knetc has no ctypes prototype for {name}; declare() it first")
         f.restype, f.argtypes = PROTOTYPES[name]
         _declared.add(name)
+    _fns[name] = (library, f)
     return f
 
 
-def call(name: str, *args, what: str = "") -> None:
-    """Call cuDNN function ``name`` and ``check`` its status (``what`` describes the layer)."""
-    check(fn(name)(*args), what or name, call=name)
+def call(name: str, *args, what="") -> None:
+    """Call cuDNN function ``name`` and ``check`` its status. ``what`` describes the layer: a
+    string, or a callable returning one, called only when the status is a failure (formatting
+    every shape on every call costs more than the call itself for small layers)."""
+    status = fn(name)(*args)
+    if status != 0:
+        check(status, what, call=name)
 
 
 def available() -> bool:
@@ -288,12 +335,16 @@ def _error_string(status: int) -> str:
         return ""
 
 
-def check(status: int, what: str, call: str | None = None) -> None:
-    """Raise CudnnError when ``status`` is not CUDNN_STATUS_SUCCESS; ``what`` names the layer,
-    shapes and dtypes, so the message says which knetc call failed and on what."""
+def check(status: int, what, call: str | None = None) -> None:
+    """Raise CudnnError when ``status`` is not CUDNN_STATUS_SUCCESS; ``what`` (a string, or a
+    callable returning one: formatted only on failure) names the layer, shapes and dtypes, so the
+    message says which knetc call failed and on what (``call``, the function, when empty)."""
     status = int(status)
     if status == 0:
         return
+    if callable(what):
+        what = what()
+    what = what or call or ""
     name = status_name(status)
     text = _error_string(status)
     detail = f"{name} ({status})" + (f": {text}" if text and text != name else "")
@@ -323,7 +374,7 @@ def handle() -> int:
     """The cudnnHandle_t (as an int) for the current CuPy device and stream, created once per
     (device, stream) and bound to that stream with cudnnSetStream."""
     cp = _cupy()
-    dev = cp.cuda.Device().id
+    dev = cp.cuda.runtime.getDevice()
     stream = cp.cuda.get_current_stream().ptr
     key = (dev, stream)
     h = _handles.get(key)
@@ -338,13 +389,36 @@ def handle() -> int:
     return h
 
 
+def device() -> int:
+    """The current CUDA device's id (CuPy's), part of every cache key of this binding."""
+    return _cupy().cuda.runtime.getDevice()
+
+
+WORKSPACE_KEEP_MAX = 256 << 20  # larger workspaces are not kept between calls
+_workspaces: dict[int, tuple] = {}  # device -> (buffer, the stream object it was last used on)
+
+
 def workspace(nbytes: int):
-    """(buffer, pointer): ``nbytes`` of device memory from CuPy's memory pool; keep ``buffer``
-    alive until the cuDNN call using it has been enqueued (the pool is stream-ordered)."""
+    """(buffer, pointer): ``nbytes`` of device memory, (None, None) for zero bytes; keep
+    ``buffer`` alive until the cuDNN call using it has been enqueued.
+
+    One buffer per device is reused while the current stream is the one it was last used on:
+    work on one stream runs in order, so the next call's kernels start after the previous
+    call's are done with it. On another stream a fresh buffer comes from CuPy's (stream-ordered)
+    pool and replaces it. The stream object is held so that its handle cannot be recycled by a
+    new stream while the buffer is cached."""
     nbytes = int(nbytes)
     if nbytes <= 0:
         return None, None
-    buf = _cupy().empty((nbytes,), dtype=np.uint8)
+    cp = _cupy()
+    dev = cp.cuda.runtime.getDevice()
+    stream = cp.cuda.get_current_stream()
+    hit = _workspaces.get(dev)
+    if hit is not None and hit[1].ptr == stream.ptr and hit[0].nbytes >= nbytes:
+        return hit[0], hit[0].data.ptr
+    buf = cp.empty((nbytes,), dtype=np.uint8)
+    if nbytes <= WORKSPACE_KEEP_MAX:
+        _workspaces[dev] = (buf, stream)
     return buf, buf.data.ptr
 
 
@@ -354,6 +428,21 @@ def scalar(value: float, dtype) -> ctypes.Array:
     if np.dtype(dtype) == np.float64:
         return ctypes.c_double(value)
     return ctypes.c_float(value)
+
+
+_scalars = LRU(256)
+
+
+def scalars(dtype, alpha: float = 1.0, beta: float = 0.0) -> tuple:
+    """Cached ``(byref(alpha), byref(beta))`` host scaling factors for ``dtype`` (never mutated,
+    so sharing them between calls is safe)."""
+    key = (np.dtype(dtype).char, float(alpha), float(beta))
+    hit = _scalars.get(key)
+    if hit is None:
+        a, b = scalar(float(alpha), dtype), scalar(float(beta), dtype)
+        hit = (ctypes.byref(a), ctypes.byref(b), a, b)  # the scalars stay referenced
+        _scalars.put(key, hit)
+    return hit[0], hit[1]
 
 
 def ptr(a) -> int:

@@ -236,23 +236,19 @@ class _Owned:
     """Owns one cuDNN object created by ``create`` and destroyed by ``destroy``."""
 
     def __init__(self, create: str, destroy: str) -> None:
-        self.value = None
+        self.value = self._as_parameter_ = None   # ctypes passes _as_parameter_ for the object
         self._destroy = destroy
         p = ctypes.c_void_p()
         L.call(create, ctypes.byref(p), what=create)
-        self.value = p.value
+        self.value = self._as_parameter_ = p.value
 
     def __del__(self) -> None:
-        v, self.value = self.value, None
+        v, self.value, self._as_parameter_ = self.value, None, None
         if v is not None:
             try:
                 L.fn(self._destroy)(ctypes.c_void_p(v))
             except Exception:  # interpreter shutdown: the library may be gone
                 pass
-
-    @property
-    def _as_parameter_(self) -> ctypes.c_void_p:
-        return ctypes.c_void_p(self.value)
 
 
 def _data_desc(dt: np.dtype, T: int, B: int, n: int) -> _Owned:
@@ -370,33 +366,78 @@ class _Spec:
 
 
 _lock = threading.Lock()
-_rnns: dict = {}
+_rnns = L.LRU(64)   # (config, dtype, device) -> _Rnn (a reserve keeps its own _Rnn alive)
 
 
 def _rnn_for(config: tuple, dt: np.dtype) -> _Rnn:
-    import cupy
-    key = (config, dt.char, cupy.cuda.Device().id)
+    key = (config, dt.char, L.device())
     rnn = _rnns.get(key)
     if rnn is None:
         with _lock:
             rnn = _rnns.get(key)
             if rnn is None:
-                rnn = _rnns[key] = _Rnn(config, dt)
+                rnn = _Rnn(config, dt)
+                _rnns.put(key, rnn)
     return rnn
 
 
-_hdescs: dict = {}
+_hdescs = L.LRU(256)
 
 
 def _state_desc(dt: np.dtype, LD: int, B: int, H: int) -> TensorDesc:
     """Cached 3-D packed descriptor of a (L*D, B, H) state."""
-    key = (dt.char, LD, B, H)
+    key = (dt.char, LD, B, H, L.device())
     d = _hdescs.get(key)
     if d is None:
-        if len(_hdescs) > 256:
-            _hdescs.clear()
-        d = _hdescs[key] = TensorDesc(dt, [LD, B, H], [B * H, H, 1])
+        d = TensorDesc(dt, [LD, B, H], [B * H, H, 1])
+        _hdescs.put(key, d)
     return d
+
+
+class _Shapes:
+    """What one RNN needs per (T, B): its x and y data descriptors, its (L*D, B, H) state
+    descriptor and cuDNN's workspace and reserve sizes per forward mode (asked once)."""
+
+    def __init__(self, rnn: _Rnn, T: int, B: int) -> None:
+        mode, X, H, nl, bidir = rnn.config
+        D = 2 if bidir else 1
+        self.xdesc, self.ydesc = _data_desc(rnn.dtype, T, B, X), _data_desc(rnn.dtype, T, B, D * H)
+        self.hdesc = _state_desc(rnn.dtype, nl * D, B, H)
+        self.sizes: dict[int, tuple[int, int]] = {}
+
+    def temp_sizes(self, rnn: _Rnn, h: int, mode: int) -> tuple[int, int]:
+        hit = self.sizes.get(mode)
+        if hit is None:
+            hit = self.sizes[mode] = rnn.temp_sizes(h, mode, self.xdesc)
+        return hit
+
+
+_shapes = L.LRU(256)   # (config, dtype, device, T, B) -> _Shapes
+
+
+def _shapes_for(rnn: _Rnn, T: int, B: int) -> _Shapes:
+    key = (rnn.config, rnn.dtype.char, L.device(), T, B)
+    sh = _shapes.get(key)
+    if sh is None:
+        sh = _Shapes(rnn, T, B)
+        _shapes.put(key, sh)
+    return sh
+
+
+_seqlens = L.LRU(64)   # (device, stream, T, B) -> (int32 device array of B times T, stream)
+
+
+def _seq_lengths(cp: Any, T: int, B: int) -> Any:
+    """devSeqLengths (every sequence of length T), made once per device, stream and (T, B): the
+    kernels only read it, and it was filled on this stream before any call using it here. The
+    stream object is kept with it, so that its handle cannot be recycled while cached."""
+    stream = cp.cuda.get_current_stream()
+    key = (L.device(), stream.ptr, T, B)
+    hit = _seqlens.get(key)
+    if hit is None:
+        hit = (cp.full((B,), T, dtype=cp.int32), stream)
+        _seqlens.put(key, hit)
+    return hit[0]
 
 
 # ------------------------------------------------------------------ forward and backward
@@ -463,18 +504,18 @@ def forward(r: Any, w: Any, x: Any, hx: Any = None, cx: Any = None,
     y3 = cp.empty((T, B, D * H), dt)
     hy = cp.empty((LD, B, H), dt)
     cy = cp.empty((LD, B, H), dt) if lstm else None
-    seqlens = cp.full((B,), T, dtype=cp.int32)   # devSeqLengths: read by the kernels, on device
-    xdesc, ydesc = _data_desc(dt, T, B, X), _data_desc(dt, T, B, D * H)
-    hdesc = _state_desc(dt, LD, B, H)
+    seqlens = _seq_lengths(cp, T, B)   # devSeqLengths: read by the kernels, on device
+    sh = _shapes_for(rnn, T, B)
+    xdesc, ydesc, hdesc = sh.xdesc, sh.ydesc, sh.hdesc
     h = L.handle()
     fmode = FWD_TRAINING if training else FWD_INFERENCE
-    wsbytes, rsbytes = rnn.temp_sizes(h, fmode, xdesc)
+    wsbytes, rsbytes = sh.temp_sizes(rnn, h, fmode)
     work, work_ptr = L.workspace(wsbytes)
     reserve = cp.empty((rsbytes,), cp.uint8) if training and rsbytes > 0 else None
     L.call("cudnnRNNForward", _P(h), rnn.desc, fmode, _ptr(seqlens), xdesc, _ptr(x3), ydesc,
            _ptr(y3), hdesc, _ptr(hx), _ptr(hy), hdesc, _ptr(cx), _ptr(cy), rnn.wbytes, _ptr(wc),
            wsbytes, work_ptr, rsbytes if reserve is not None else 0, _ptr(reserve),
-           what=f"rnnforw {rnn.what} on x {(T, B, X)}")
+           what=lambda: f"rnnforw {rnn.what} on x {(T, B, X)}")
     calls["forward"] += 1
     del work  # back to CuPy's stream-ordered pool after the call was enqueued
     y = y3[0] if single else y3
@@ -514,16 +555,17 @@ def backward(r: Any, w: Any, x: Any, hx: Any, cx: Any, out: Any,
     dx3 = cp.empty(x3.shape, dt)
     dhx = cp.empty((LD, B, H), dt) if hx is not None else None
     dcx = cp.empty((LD, B, H), dt) if (cx is not None and lstm) else None
-    xdesc, ydesc = _data_desc(dt, T, B, X), _data_desc(dt, T, B, D * H)
-    hdesc = _state_desc(dt, LD, B, H)
+    sh = _shapes_for(rnn, T, B)
+    xdesc, ydesc, hdesc = sh.xdesc, sh.ydesc, sh.hdesc
     h = L.handle()
-    wsbytes, rsbytes = rnn.temp_sizes(h, FWD_TRAINING, xdesc)
+    wsbytes, rsbytes = sh.temp_sizes(rnn, h, FWD_TRAINING)
     if res.reserve is not None and int(res.reserve.nbytes) != rsbytes:
         raise CudnnError(f"rnnback {rnn.what}: reserve space is {res.reserve.nbytes} bytes, cuDNN "
                          f"now asks for {rsbytes}")
     rsbytes = 0 if res.reserve is None else rsbytes
     work, work_ptr = L.workspace(wsbytes)
-    what = f"rnnback {rnn.what} on x {(T, B, X)}"
+    def what() -> str:
+        return f"rnnback {rnn.what} on x {(T, B, X)}"
     L.call("cudnnRNNBackwardData_v8", _P(h), rnn.desc, _ptr(res.seqlens), ydesc, _ptr(y3),
            _ptr(dy3), xdesc, _ptr(dx3), hdesc, _ptr(res.hx), _ptr(dhy), _ptr(dhx), hdesc,
            _ptr(res.cx), _ptr(dcy), _ptr(dcx), rnn.wbytes, _ptr(res.w), wsbytes, work_ptr,
