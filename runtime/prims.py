@@ -5,10 +5,13 @@ Their derivatives live in knetc/rules/knet.py; the compiler treats each as one o
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 
 import numpy as np
 
+from . import backend as _backend
+from . import rowkernels
 from .backend import array_module
 
 # Per-thread flags, private to this module: read them with training() / tracing(), set them with
@@ -96,8 +99,20 @@ def logsumexp(x, axis=-1, keepdims=False):
     return y if keepdims else xp.squeeze(y, axis=axis) if axis is not None else y.reshape(())
 
 
+def _rows_fast(x, axis=-1) -> bool:
+    """Does ``x`` take the one-kernel GPU code of ``rowkernels``? Only a CuPy array (never a
+    NumPy one: the CPU code stays as it is), 2-D, C-contiguous, float32/float64, non-empty,
+    reduced along its last axis, unless ``KNETC_ROWKERNELS=0``."""
+    return (_backend.array_module(x) is not np and getattr(x, "ndim", 0) == 2
+            and axis in (-1, 1) and x.dtype.char in rowkernels.REAL_CTYPES
+            and x.flags.c_contiguous and x.size > 0
+            and os.environ.get("KNETC_ROWKERNELS", "1") != "0")
+
+
 def logp(x, axis=-1):
     """Log-softmax: x - logsumexp(x) along ``axis`` (Knet's logp; classes on the last axis)."""
+    if _rows_fast(x, axis):
+        return rowkernels.logp_rows(x)
     xp = array_module(x)
     m = xp.max(x, axis=axis, keepdims=True)
     z = x - m
@@ -106,6 +121,8 @@ def logp(x, axis=-1):
 
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along ``axis``."""
+    if _rows_fast(x, axis):
+        return rowkernels.softmax_rows(x)
     xp = array_module(x)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
     return e / xp.sum(e, axis=axis, keepdims=True)
@@ -117,6 +134,10 @@ def nll(scores, labels, average=True):
     The scores are unnormalized (logp is applied), as in Knet. ``average=True`` returns the mean;
     ``average=False`` returns the total (use ``len(labels)`` as the count).
     """
+    if _rows_fast(scores):
+        y = rowkernels.nll_rows(scores, labels, average)
+        if y is not NotImplemented:
+            return y
     xp = array_module(scores)
     lp = logp(scores, axis=-1)
     total = -xp.sum(lp[xp.arange(lp.shape[0]), labels])
@@ -125,6 +146,10 @@ def nll(scores, labels, average=True):
 
 def nll_grad(scores, labels, dy, average=True):
     """Gradient of nll wrt the scores: (softmax(scores) - onehot(labels)) * dy [/ N]."""
+    if _rows_fast(scores):
+        g = rowkernels.nll_grad_rows(scores, labels, dy, average)
+        if g is not NotImplemented:
+            return g
     xp = array_module(scores)
     g = softmax(scores, axis=-1)
     g[xp.arange(g.shape[0]), labels] -= 1
