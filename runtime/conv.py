@@ -22,6 +22,7 @@ indices do, instead of recomputing the argmax from ``x`` and ``y`` like ``pool_x
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Iterator, NamedTuple
 
 import numpy as np
@@ -561,6 +562,19 @@ def _route_taps(xp, off, gy, g: _Geo, xshape):
     return _scatter(xp, gy.dtype, g, xshape, route)
 
 
+def _pool_kernels(mode: int, values: tuple, saved=None):
+    """``runtime.poolkernels`` when ``values`` (and ``saved``, if given) are CuPy arrays its
+    one-kernel max pooling reads (see ``poolkernels.usable``), ``mode`` is a max mode and
+    ``KNETC_POOLKERNELS`` is not ``0``; else None and the caller runs its array code. NumPy
+    arrays return None before anything else is looked at."""
+    if mode not in (0, 3) or array_module(*values) is np:
+        return None
+    if os.environ.get("KNETC_POOLKERNELS", "1") == "0":
+        return None
+    from . import poolkernels
+    return poolkernels if poolkernels.usable(values, saved) else None
+
+
 def pool_with_index(x: Array, *, window: IntPair = 2, padding: IntPair = 0,
                     stride: IntPair | None = None, mode: int = 0, alpha: float = 1):
     """``(pool(x, ...), saved)``: the forward pass the generated code runs when differentiating
@@ -573,6 +587,10 @@ def pool_with_index(x: Array, *, window: IntPair = 2, padding: IntPair = 0,
     g = _pool_geometry(x, window, padding, stride)
     if mode in (1, 2):
         return _avgpool(xp, x, g, mode == 2, alpha), None
+    pk = _pool_kernels(mode, (x,))
+    if pk is not None:  # one CUDA kernel, same y and offsets
+        y, off = pk.maxpool_index(x, g, _offset_dtype(g, x.shape[3] + 2 * g.pw))
+        return _scaled(y, alpha), off
     y, off = _maxpool_index(xp, x, g)
     return _scaled(y, alpha), off
 
@@ -592,8 +610,12 @@ def pool_x_saved(x: Array, y: Array, dy: Array, saved, *, window: IntPair = 2,
     _check_saved(saved, g, x.shape)
     if dy.shape != saved.shape:
         raise ValueError(f"dy has shape {dy.shape}, expected {saved.shape}")
+    gy = _scaled(dy, alpha)
+    pk = _pool_kernels(mode, (gy,), saved)
+    if pk is not None:  # one CUDA kernel gathering into each input cell, no atomics
+        return pk.maxpool_route(gy, saved, g, x.shape)
     route = _route_flat if xp is np else _route_taps
-    return route(xp, saved, _scaled(dy, alpha), g, x.shape)
+    return route(xp, saved, gy, g, x.shape)
 
 
 def pool_x_dy(x: Array, y: Array, ddx: Array, saved=None, *, window: IntPair = 2,
@@ -610,9 +632,13 @@ def pool_x_dy(x: Array, y: Array, ddx: Array, saved=None, *, window: IntPair = 2
         raise ValueError(f"ddx has shape {ddx.shape}, expected {x.shape}")
     if mode in (1, 2):
         return _avgpool(xp, ddx, g, mode == 2, alpha)
+    pk = _pool_kernels(mode, (ddx,) if saved is not None else (ddx, x), saved)
     if saved is None:
-        saved = _maxpool_index(xp, x, g)[1]
+        saved = (_maxpool_index(xp, x, g) if pk is None else
+                 pk.maxpool_index(x, g, _offset_dtype(g, x.shape[3] + 2 * g.pw)))[1]
     _check_saved(saved, g, x.shape)
+    if pk is not None:  # one CUDA kernel reading ddx at each window's saved cell
+        return _scaled(pk.maxpool_pick(ddx, saved, g), alpha)
     N, C = x.shape[:2]
     off, = _without_sentinel(xp, saved)
     dpad = _pad(xp, ddx, g).reshape(N * C, (x.shape[2] + 2 * g.ph) * (x.shape[3] + 2 * g.pw))
