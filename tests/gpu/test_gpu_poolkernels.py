@@ -130,8 +130,10 @@ def test_large_layers_equal_the_cpu_and_the_old_path(cp, calls, monkeypatch, sha
     calls.clear()
     old = _all_three(cp.asarray(x), cp.asarray(dy), cp.asarray(x), **kw)
     assert calls == []
+    # the old path adds overlapping windows' gradients in another order than the CPU's add.at:
+    # equal to float32 rounding, not bit for bit (the kernels above are bit for bit)
     for a, b in zip(old, want):
-        _same(a, b, signed_zero=False)
+        np.testing.assert_allclose(cpu(a), b, rtol=1e-5, atol=1e-6)
 
 
 def test_torch_agrees_without_ties(cp, calls):
