@@ -44,13 +44,32 @@ def device_namespace(xp):
     return ns
 
 
+_TWINS: dict = {}     # id of a device-namespace function -> (it, the NumPy function of its name)
+
+
+def numpy_twin(fn):
+    """The NumPy function that ``fn``, a function of a device namespace (``cupy.sin``, or its
+    scalar-tolerant wrapper), stands for, or None. Derivative rules are registered for NumPy's
+    functions; generated GPU code calls CuPy's, and differentiating it again (a gradient of a
+    gradient) meets them."""
+    hit = _TWINS.get(id(fn))
+    return hit[1] if hit is not None and hit[0] is fn else None
+
+
 def _scalar_tolerant(xp):
     ns = types.ModuleType(f"knetc_{xp.__name__}")
     asarray = xp.asarray
+    numpy_names = vars(np)
     for name, value in vars(xp).items():
+        twin = numpy_names.get(name)
         if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)) \
                 or type(value).__name__ == "cython_function_or_method":
-            value = _tolerant(value, asarray)
+            wrapped = _tolerant(value, asarray)
+            if twin is not None and callable(twin) and not isinstance(twin, type):
+                _TWINS[id(wrapped)] = (wrapped, twin)
+            value = wrapped
+        if twin is not None and callable(twin) and not isinstance(twin, type) and value is not twin:
+            _TWINS[id(getattr(xp, name))] = (getattr(xp, name), twin)
         setattr(ns, name, value)
     return ns
 

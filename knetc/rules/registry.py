@@ -44,6 +44,8 @@ import inspect
 import textwrap
 import threading
 
+from ..runtime.backend import numpy_twin
+
 __all__ = ["adjoint", "adjoint_emitter", "nondifferentiable", "alias", "static", "unbroadcast", "lookup",
            "Rule"]
 
@@ -122,11 +124,17 @@ def registered() -> list[Rule]:
 
 
 def lookup(fn) -> Rule | None:
-    """The rule registered for ``fn`` (a function, ufunc or builtin), or None."""
+    """The rule registered for ``fn`` (a function, ufunc or builtin), or None. A function of the
+    GPU namespace (``cupy.sin``) takes the rule of its NumPy twin (``np.sin``)."""
     try:
-        return _rules.get(fn)
+        rule = _rules.get(fn)
     except TypeError:
         return None
+    if rule is None:
+        twin = numpy_twin(fn)
+        if twin is not None:
+            rule = _rules.get(twin)
+    return rule
 
 
 def adjoint(*primitives, outputs: int = 1, forward=None):
