@@ -159,3 +159,52 @@ def summary(name, head, history, ttrain, t0):
     print(f"{name}: tst acc {result['tst_acc']:.4f} after {head['epochs']} epochs "
           f"({ttrain:.1f}s training, {result['time']:.1f}s total)", flush=True)
     return result
+
+
+# --------------------------------------------------------------------------- minibatch loops with gradloss
+
+def time_batches(name, lossgradient, w, opts, batches, count, nbatches, epochs):
+    """Time ``count`` training steps over the iterator ``batches`` (the first one compiles
+    outside the clock) and project an epoch of ``nbatches`` minibatches; prints one line."""
+    lossgradient(w, *next(batches))
+    t = time.perf_counter()
+    k = 0
+    for x, y in batches:
+        dw, _ = lossgradient(w, x, y)
+        update(w, dw, opts)
+        k += 1
+        if k == count:
+            break
+    per = (time.perf_counter() - t) / max(k, 1)
+    print(f"{name}: {per:.3f} s per minibatch over {k}, projected {per * nbatches:.0f} s per "
+          f"epoch of {nbatches} minibatches, {per * nbatches * epochs:.0f} s for {epochs} epochs",
+          flush=True)
+    return {"per_batch": per, "epoch": per * nbatches}
+
+
+def train_epochs(lossgradient, w, opts, epoch_batches, nbatches, evaluate, epochs, quiet=False):
+    """``epochs`` passes of ``update(w, lossgradient(w, x, y)[0], opts)`` over
+    ``epoch_batches()`` (a new iterator of ``nbatches`` minibatches per epoch), the batch loss
+    on the progress bar; ``evaluate(w)`` (the test accuracy) after each epoch, one line each.
+    Returns ``(history, seconds of training)``."""
+    ttrain = 0.0
+    history = []
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        total = n = 0
+        bar = progress(epoch_batches(), total=nbatches, desc=f"epoch {epoch}")
+        for x, y in bar:
+            dw, lossval = lossgradient(w, x, y)
+            update(w, dw, opts)
+            total += float(lossval)
+            n += 1
+            bar.set_postfix(loss=f"{total / n:.4f}", refresh=False)
+        seconds = time.perf_counter() - start
+        ttrain += seconds
+        acc = evaluate(w)
+        history.append({"epoch": epoch, "batch_loss": total / max(n, 1), "tst_acc": acc,
+                        "time": seconds})
+        if not quiet:
+            print(f"epoch {epoch:3d}  batch loss {total / max(n, 1):.4f}  tst acc {acc:.4f}  "
+                  f"time {seconds:6.1f}s", flush=True)
+    return history, ttrain

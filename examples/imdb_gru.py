@@ -23,19 +23,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 import knetc
 from knetc import init
-from knetc.optim import Adam, optimizers, update
-from knetc.progress import progress
+from knetc.optim import Adam, optimizers
 from knetc.runtime.rnn import rnnforw, rnninit
 
 if __package__ in (None, ""):  # run as a script: python examples/imdb_gru.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from examples.common import time_batches, train_epochs  # noqa: E402
 
 MAXFEATURES, MAXLEN, EMBEDSIZE, NUMHIDDEN, BATCHSIZE, EPOCHS = 30000, 150, 125, 100, 64, 3
 
@@ -127,41 +127,11 @@ def main(argv=None):
               f"{NUMHIDDEN}, batch {args.batchsize} ({nb} per epoch), Adam lr {args.lr}, "
               f"{args.epochs} epochs", flush=True)
     if args.batches:                                      # timing only
-        it = batches(xtrn, ytrn, args.batchsize, rng)
-        lossgradient(w, *next(it))                        # compile outside the clock
-        t = time.perf_counter()
-        k = 0
-        for x, y in it:
-            dw, _ = lossgradient(w, x, y)
-            update(w, dw, opts)
-            k += 1
-            if k == args.batches:
-                break
-        per = (time.perf_counter() - t) / max(k, 1)
-        print(f"imdb_gru: {per:.3f} s per minibatch over {k}, projected {per * nb:.0f} s per "
-              f"epoch of {nb} minibatches, {per * nb * args.epochs:.0f} s for {args.epochs} "
-              "epochs", flush=True)
-        return {"per_batch": per, "epoch": per * nb}
-    ttrain = 0.0
-    history = []
-    for epoch in range(1, args.epochs + 1):
-        start = time.perf_counter()
-        total = n = 0
-        bar = progress(batches(xtrn, ytrn, args.batchsize, rng), total=nb, desc=f"epoch {epoch}")
-        for x, y in bar:
-            dw, lossval = lossgradient(w, x, y)
-            update(w, dw, opts)
-            total += float(lossval)
-            n += 1
-            bar.set_postfix(loss=f"{total / n:.4f}", refresh=False)
-        seconds = time.perf_counter() - start
-        ttrain += seconds
-        acc = accuracy(w, xtst, ytst, args.batchsize)
-        history.append({"epoch": epoch, "batch_loss": total / max(n, 1), "tst_acc": acc,
-                        "time": seconds})
-        if not args.quiet:
-            print(f"epoch {epoch:3d}  batch loss {total / max(n, 1):.4f}  tst acc {acc:.4f}  "
-                  f"time {seconds:6.1f}s", flush=True)
+        return time_batches("imdb_gru", lossgradient, w, opts,
+                            batches(xtrn, ytrn, args.batchsize, rng), args.batches, nb, args.epochs)
+    history, ttrain = train_epochs(
+        lossgradient, w, opts, lambda: batches(xtrn, ytrn, args.batchsize, rng), nb,
+        lambda w: accuracy(w, xtst, ytst, args.batchsize), args.epochs, args.quiet)
     acc = history[-1]["tst_acc"] if history else accuracy(w, xtst, ytst, args.batchsize)
     print(f"imdb_gru: test accuracy {acc:.3f} after {args.epochs} epochs, {ttrain:.0f} s",
           flush=True)

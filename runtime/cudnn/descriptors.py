@@ -154,16 +154,19 @@ def int_array(values):
 
 # --------------------------------------------------------------------------- descriptor objects
 
-class _Descriptor:
-    """Owns one cuDNN descriptor; ``value`` is its pointer as an int (also what ctypes passes
-    for the object itself, through ``_as_parameter_``)."""
+class Owned:
+    """Owns one cuDNN object, made by the C function named ``create`` and destroyed (when this
+    object goes) by ``destroy``; ``value`` is its pointer as an int (also what ctypes passes for
+    the object itself, through ``_as_parameter_``). Subclasses name the two in class attributes."""
 
     _create = _destroy = ""
 
-    def __init__(self):
+    def __init__(self, create: str | None = None, destroy: str | None = None):
         self.value = self._as_parameter_ = None
+        if create is not None:
+            self._create, self._destroy = create, destroy
         p = ctypes.c_void_p()
-        L.call(self._create, ctypes.byref(p), what=type(self).__name__)
+        L.call(self._create, ctypes.byref(p), what=create or type(self).__name__)
         self.value = self._as_parameter_ = p.value
 
     def close(self) -> None:
@@ -185,7 +188,7 @@ class _Descriptor:
         self.close()
 
 
-class TensorDesc(_Descriptor):
+class TensorDesc(Owned):
     """cudnnTensorDescriptor_t for a dtype, dims and element strides."""
 
     _create, _destroy = "cudnnCreateTensorDescriptor", "cudnnDestroyTensorDescriptor"
@@ -198,7 +201,7 @@ class TensorDesc(_Descriptor):
                what=f"tensor {np.dtype(dtype)} dims {self.dims} strides {self.strides}")
 
 
-class FilterDesc(_Descriptor):
+class FilterDesc(Owned):
     """cudnnFilterDescriptor_t (packed NCHW) for a dtype and filter shape."""
 
     _create, _destroy = "cudnnCreateFilterDescriptor", "cudnnDestroyFilterDescriptor"
@@ -210,7 +213,7 @@ class FilterDesc(_Descriptor):
                int_array(dims), what=f"filter {np.dtype(dtype)} {tuple(shape)}")
 
 
-class ConvDesc(_Descriptor):
+class ConvDesc(Owned):
     """cudnnConvolutionDescriptor_t with padding, stride, dilation, mode, groups, math type."""
 
     _create, _destroy = "cudnnCreateConvolutionDescriptor", "cudnnDestroyConvolutionDescriptor"
@@ -225,7 +228,7 @@ class ConvDesc(_Descriptor):
         L.call("cudnnSetConvolutionMathType", self, math, what=what)
 
 
-class PoolDesc(_Descriptor):
+class PoolDesc(Owned):
     """cudnnPoolingDescriptor_t."""
 
     _create, _destroy = "cudnnCreatePoolingDescriptor", "cudnnDestroyPoolingDescriptor"

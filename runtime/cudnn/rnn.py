@@ -28,7 +28,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import library as L
-from .descriptors import TensorDesc, int_array, math_type
+from .descriptors import Owned, TensorDesc, int_array, math_type
 from .library import CudnnError, CudnnUnavailable
 
 __all__ = ["usable", "forward", "backward", "CudnnRNNReserve", "knet_table", "WeightPlan",
@@ -232,23 +232,7 @@ def usable(r: Any, w: Any, x: Any, hx: Any = None, cx: Any = None, train: bool =
 
 # ------------------------------------------------------------------ descriptors
 
-class _Owned:
-    """Owns one cuDNN object created by ``create`` and destroyed by ``destroy``."""
-
-    def __init__(self, create: str, destroy: str) -> None:
-        self.value = self._as_parameter_ = None   # ctypes passes _as_parameter_ for the object
-        self._destroy = destroy
-        p = ctypes.c_void_p()
-        L.call(create, ctypes.byref(p), what=create)
-        self.value = self._as_parameter_ = p.value
-
-    def __del__(self) -> None:
-        v, self.value, self._as_parameter_ = self.value, None, None
-        if v is not None:
-            try:
-                L.fn(self._destroy)(ctypes.c_void_p(v))
-            except Exception:  # interpreter shutdown: the library may be gone
-                pass
+_Owned = Owned    # a cuDNN object destroyed with its owner
 
 
 def _data_desc(dt: np.dtype, T: int, B: int, n: int) -> _Owned:
