@@ -37,7 +37,7 @@ from knetc.runtime.conv import conv4, pool
 if __package__ in (None, ""):  # run as a script: python examples/cifar_vgg.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples.common import time_batches, train_epochs  # noqa: E402
+from examples.common import batch_accuracy, time_batches, train_epochs  # noqa: E402
 
 EPOCHS, BATCHSIZE, LR, MOMENTUM = 10, 64, 0.01, 0.9
 
@@ -78,12 +78,7 @@ def synthetic(ntrain=50000, ntest=10000, seed=0):
 
 def accuracy(w, x, y, batchsize=BATCHSIZE):
     """Fraction of the complete test batches' images classified right (dropout off)."""
-    n = (len(x) // batchsize) * batchsize
-    right = 0
-    for i in range(0, n, batchsize):
-        right += int(np.sum(np.argmax(np.asarray(predict(w, x[i:i + batchsize])), axis=1)
-                            == np.asarray(y[i:i + batchsize])))
-    return right / max(n, 1)
+    return batch_accuracy(predict, w, x, y, batchsize)
 
 
 # --------------------------------------------------------------------------- training

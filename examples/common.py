@@ -208,3 +208,14 @@ def train_epochs(lossgradient, w, opts, epoch_batches, nbatches, evaluate, epoch
             print(f"epoch {epoch:3d}  batch loss {total / max(n, 1):.4f}  tst acc {acc:.4f}  "
                   f"time {seconds:6.1f}s", flush=True)
     return history, ttrain
+
+
+def batch_accuracy(predict, w, x, y, batchsize):
+    """Fraction of the complete minibatches' examples whose class ``predict(w, x)`` gets right
+    (the notebooks' evaluation: the last partial batch is left out)."""
+    n = (len(x) // batchsize) * batchsize
+    right = 0
+    for i in range(0, n, batchsize):
+        scores = predict(w, x[i:i + batchsize])
+        right += int((scores.argmax(axis=1) == y[i:i + batchsize]).sum())
+    return right / max(n, 1)

@@ -35,7 +35,7 @@ from knetc.runtime.rnn import rnnforw, rnninit
 if __package__ in (None, ""):  # run as a script: python examples/imdb_gru.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from examples.common import time_batches, train_epochs  # noqa: E402
+from examples.common import batch_accuracy, time_batches, train_epochs  # noqa: E402
 
 MAXFEATURES, MAXLEN, EMBEDSIZE, NUMHIDDEN, BATCHSIZE, EPOCHS = 30000, 150, 125, 100, 64, 3
 
@@ -68,12 +68,7 @@ def initmodel(vocab=MAXFEATURES, embed=EMBEDSIZE, hidden=NUMHIDDEN, nclasses=2, 
 
 def accuracy(w, x, y, batchsize=BATCHSIZE):
     """Fraction of the complete batches' reviews whose class is predicted right."""
-    n = (len(x) // batchsize) * batchsize
-    right = 0
-    for i in range(0, n, batchsize):
-        right += int(np.sum(np.argmax(np.asarray(predict(w, x[i:i + batchsize])), axis=1)
-                            == np.asarray(y[i:i + batchsize])))
-    return right / max(n, 1)
+    return batch_accuracy(predict, w, x, y, batchsize)
 
 
 def batches(x, y, batchsize, rng):
