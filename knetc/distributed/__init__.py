@@ -51,11 +51,12 @@ class _State:
         self.plans: collections.OrderedDict = collections.OrderedDict()
         self.stdout = None
 
-    def plan(self, what: str, sig: buckets.Signature, kinds: tuple[str, ...]) -> buckets.Plan:
+    def plan(self, what: str, sig: buckets.Signature, kinds: tuple[str, ...],
+             direct_bytes: int | None = None) -> buckets.Plan:
         key = (what, sig.key)
         plan = self.plans.get(key)
         if plan is None:
-            plan = self.plans[key] = buckets.Plan(sig, self.bucket_bytes, kinds)
+            plan = self.plans[key] = buckets.Plan(sig, self.bucket_bytes, kinds, direct_bytes)
             if len(self.plans) > 32:      # structures seen once (evaluation, odd batches) age out
                 self.plans.popitem(last=False)
         else:
@@ -219,7 +220,7 @@ def allreduce(tree: Any, op: str = "sum", *, inplace: bool = True) -> Any:
         raise DistributedError(f"dist.allreduce: op={op!r} is not supported", hint='use "sum" or "mean"')
     st = _get()
     sig, values = buckets.signature(tree)
-    plan = st.plan("allreduce", sig, ("array", "scalar"))
+    plan = st.plan("allreduce", sig, ("array", "scalar"), buckets.DIRECT_BYTES)
     if op not in plan.checked:
         what = "dist.allreduce"
         _refuse(sig, what, lambda leaf: leaf.kind == "object", "only arrays, numbers and None "
@@ -233,19 +234,44 @@ def allreduce(tree: Any, op: str = "sum", *, inplace: bool = True) -> Any:
     _agree(st, sig, "dist.allreduce")
     buckets.check_writable(tree, sig, values, inplace, "dist.allreduce")
     world = st.world
-    if world.size == 1 and all(m == "numpy" for m, _, _ in plan.buckets):
+    if world.size == 1 and all(m == "numpy" for m, _, _ in plan.buckets) and \
+            all(sig.leaves[i].module == "numpy" for i in plan.direct):
         return tree       # one process: the sum and the mean are the values themselves
+    new = _reduce_direct(st, plan, values, op == "mean")
     bufs = plan.pack(values, _modules(st, plan))
     for buf, (module, _, _) in zip(bufs, plan.buckets):
         st.engine(module).allreduce(buf)
         if op == "mean" and world.size > 1:
             buf /= world.size
-    return buckets.write_back(tree, sig, plan.unpack(values), inplace, "dist.allreduce")
+    new.update(plan.unpack(values))
+    return buckets.write_back(tree, sig, new, inplace, "dist.allreduce")
+
+
+def _reduce_direct(st: _State, plan: buckets.Plan, values: list, mean: bool) -> dict[int, Any]:
+    """Reduce the plan's large leaves where they are: a contiguous writable array in place,
+    any other through a contiguous copy (written back, or returned as ``{leaf: new value}``)."""
+    new: dict[int, Any] = {}
+    size = st.world.size
+    modules = _modules(st, plan)
+    for i in plan.direct:
+        x = values[i]
+        module = plan.signature.leaves[i].module
+        in_place = x.flags.c_contiguous and buckets.writable(x)
+        buf = x if in_place else modules[module].array(x, copy=True, order="C")
+        st.engine(module).allreduce(buf)
+        if mean and size > 1:
+            buf /= size
+        if not in_place:
+            if buckets.writable(x):
+                x[...] = buf
+            else:
+                new[i] = buf
+    return new
 
 
 def _modules(st: _State, plan: buckets.Plan) -> dict[str, Any]:
     """The array modules the plan's buffers need (creating the CuPy engine on first sight)."""
-    for module, _, _ in plan.buckets:
+    for module in [m for m, _, _ in plan.buckets] + [plan.signature.leaves[i].module for i in plan.direct]:
         if module not in st.modules:
             st.engine(module)
     return st.modules

@@ -10,6 +10,7 @@ arrays, returns new values to be put back by ``write_back``.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import numbers
 from typing import Any, Sequence
@@ -20,10 +21,12 @@ from knetc import tree
 from knetc.distributed.world import DistributedError
 
 __all__ = ["Leaf", "Signature", "Plan", "signature", "describe_mismatch", "where", "check_writable",
-           "write_back",
-           "DEFAULT_BUCKET_BYTES"]
+           "writable", "write_back", "DEFAULT_BUCKET_BYTES", "DIRECT_BYTES"]
 
 DEFAULT_BUCKET_BYTES = 16 << 20   # 16 MiB: few calls for real models, buffers of bounded size
+# Array leaves of at least this size are reduced where they are (one collective each, no copy into
+# and out of a bucket): the copies cost more than the latency of another collective.
+DIRECT_BYTES = 64 << 10
 
 
 def where(path: tuple, name: str = "tree") -> str:
@@ -107,12 +110,30 @@ class Signature:
             (where(p), leaf.describe()) for p, leaf in zip(self.paths, self.leaves)]
 
 
+_SIGNATURES: "collections.OrderedDict" = collections.OrderedDict()
+
+
 def signature(x: Any) -> tuple[Signature, list]:
-    """The signature of the structure ``x`` and its leaves (in ``knetc.tree``'s order)."""
-    pairs, treedef = tree.flatten_with_paths(x)
-    paths = [p for p, _ in pairs]
-    values = [v for _, v in pairs]
-    return Signature(treedef, paths, [Leaf(v) for v in values]), values
+    """The signature of the structure ``x`` and its leaves (in ``knetc.tree``'s order).
+
+    A training loop passes structures of the same shape every step: the signature (paths,
+    leaf descriptions, digest) is made once per (structure, leaf types, shapes, dtypes) and
+    looked up afterwards, so a step pays for one flatten."""
+    values, treedef = tree.flatten(x)
+    quick = (treedef, tuple((type(v), getattr(v, "shape", None), getattr(v, "dtype", None))
+                            for v in values))
+    try:
+        sig = _SIGNATURES.get(quick)
+    except TypeError:          # an unhashable shape or dtype: describe it anew
+        sig, quick = None, None
+    if sig is None:
+        pairs, treedef = tree.flatten_with_paths(x)
+        sig = Signature(treedef, [p for p, _ in pairs], [Leaf(v) for _, v in pairs])
+        if quick is not None:
+            _SIGNATURES[quick] = sig
+            if len(_SIGNATURES) > 64:
+                _SIGNATURES.popitem(last=False)
+    return sig, values
 
 
 def describe_mismatch(reports: Sequence[list[tuple[str, str]]], what: str) -> str:
@@ -140,19 +161,26 @@ def describe_mismatch(reports: Sequence[list[tuple[str, str]]], what: str) -> st
 class Plan:
     """Where each reducible leaf of one signature lives in the flat buckets.
 
-    ``slots[i]`` is ``(bucket index, offset, size)`` for leaf ``i`` or None (a skipped leaf);
+    ``slots[i]`` is ``(bucket index, offset, size)`` for leaf ``i`` or None (a skipped leaf, or
+    one of ``direct``: large arrays reduced in place when ``direct_bytes`` is given);
     ``buckets[b]`` is ``(module name, dtype, length)``; ``buffers`` are allocated on first use
     with ``xp.empty`` of the leaves' array module, then reused.
     """
 
     def __init__(self, sig: Signature, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                 kinds: tuple[str, ...] = ("array", "scalar")) -> None:
+                 kinds: tuple[str, ...] = ("array", "scalar"), direct_bytes: int | None = None) -> None:
         self.signature = sig
         self.slots: list[tuple[int, int, int] | None] = []
         self.buckets: list[list] = []          # [module, dtype, length]
+        self.direct: list[int] = []            # leaves reduced in place, outside the buckets
         open_bucket: dict[tuple, int] = {}      # (module, dtype) -> the bucket being filled
-        for leaf in sig.leaves:
+        for i, leaf in enumerate(sig.leaves):
             if leaf.kind not in kinds:
+                self.slots.append(None)
+                continue
+            if direct_bytes is not None and leaf.kind == "array" and \
+                    leaf.size * leaf.dtype.itemsize >= direct_bytes:
+                self.direct.append(i)
                 self.slots.append(None)
                 continue
             group = (leaf.module, leaf.dtype)
@@ -199,7 +227,7 @@ class Plan:
             b, o, n = slot
             view = bufs[b][o:o + n]
             if leaf.kind == "array":
-                if _writable(x):
+                if writable(x):
                     x[...] = view.reshape(leaf.shape)
                 else:
                     new[i] = view.reshape(leaf.shape).copy()
@@ -209,7 +237,8 @@ class Plan:
         return new
 
 
-def _writable(x: Any) -> bool:
+def writable(x: Any) -> bool:
+    """Can ``x`` be written in place (an array whose flags allow it, or no flags at all)?"""
     flags = getattr(x, "flags", None)
     return flags is None or bool(getattr(flags, "writeable", True))
 
@@ -220,7 +249,7 @@ def check_writable(root: Any, sig: Signature, values: list, inplace: bool, what:
     if not inplace or (sig.treedef.num_leaves == 1 and sig.paths[0] == ()):
         return
     for path, leaf, x in zip(sig.paths, sig.leaves, values):
-        if leaf.kind == "scalar" or leaf.kind == "object" or (leaf.kind == "array" and not _writable(x)):
+        if leaf.kind == "scalar" or leaf.kind == "object" or (leaf.kind == "array" and not writable(x)):
             parent = tree.get(root, path[:-1])
             if type(parent) not in (list, dict):
                 raise DistributedError(

@@ -34,6 +34,15 @@ def main(out):
     del g["n"]
     dist.allreduce(g, op="mean")
     got["mean"] = g
+    # leaves of 64 KiB and more are reduced where they are: contiguous, Fortran-ordered, read-only
+    big = np.full((200, 100), r + 1.0, np.float32)
+    fort = np.asfortranarray(np.full((100, 200), 2.0 * (r + 1)))
+    frozen = np.full(20000, r + 1.0)
+    frozen.flags.writeable = False
+    large = {"big": big, "fort": fort, "frozen": [frozen], "small": np.full(3, r + 1.0, np.float32)}
+    dist.allreduce(large, op="mean")
+    got["large"] = {"big_inplace": large["big"] is big, "fort_inplace": large["fort"] is fort,
+                    "frozen_new": large["frozen"][0] is not frozen, **large}
     got["scalar_mean"] = dist.mean(np.float32(r + 1))
     got["scalar_sum"] = dist.allreduce(r + 1)
     tup = (np.ones(2, np.float32) * r, 1.5 * r)
