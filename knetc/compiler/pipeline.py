@@ -15,7 +15,9 @@ from ..runtime import prims
 from ..runtime.backend import device_namespace, devices_of, is_array
 from . import ir
 from .codegen import compile_function, register_source, render, render_body
-from .optimize import LOWERING_NAMES, eliminate_dead_code, insert_frees, lower_accumulation
+from .optimize import (LOWERING_NAMES, eliminate_dead_code, fold_uniform_fills, insert_frees,
+                       lower_accumulation)
+from .shapes import shapes_from_tape
 from .reverse import Adjoint
 from .specialize import Specializer
 from .tape import Sym, Tape, identifier
@@ -127,6 +129,8 @@ def compile_trace(tr: Trace) -> Entry:
     ret = ir.Return(_result_expr(tr))
     stmts = eliminate_dead_code(forward + adj.stmts + [ret])
     stmts = lower_accumulation(stmts, pure=tr.pure)
+    if xp is np:    # on the GPU the fused kernel absorbs the fill, and a batch-dependent constant
+        stmts = fold_uniform_fills(stmts, *shapes_from_tape(tape, adj))   # would split kernels
     # On the GPU, runs of elementwise statements become one fused CUDA kernel each
     # (knetc/compiler/fusion; KNETC_FUSE=0 turns it off). On the CPU, NumPy's one call per
     # operation is already the fastest form.
