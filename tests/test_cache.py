@@ -481,6 +481,28 @@ def test_random_primitives_are_always_compiled(tier0):
     assert info.tier0 == 0 and info.entries == len(TREES)
 
 
+def _rnn_pool_loss(w, x):
+    """An LSTM over a sequence of its own length, max pooling of its outputs: two pure
+    primitives whose backward reads what their forward saved (the reserve, the argmax)."""
+    y, _, _ = knetc.rnnforw(w["r"], w["w"], x)
+    img = y.reshape(1, 1, y.shape[0], -1)
+    return np.sum(knetc.pool(img, window=(1, 2)) ** 2)
+
+
+def test_saved_forwards_run_at_tier_0(tier0):
+    """rnnforw and max pooling keep their reserve/argmax from the trace: a new length every call
+    runs at tier 0 (no compile, no second forward) with the compiled code's gradient."""
+    r, wr = knetc.rnninit(3, 4, rnnType="lstm", dtype=np.float64, seed=1)
+    g = knetc.grad(_rnn_pool_loss)
+    for T in range(2, 9):
+        x = rng.standard_normal((T, 2, 3))
+        got = g({"r": r, "w": wr}, x)["w"]
+        with knetc.settings.override(tier0=False):
+            want = knetc.grad(lambda w, x: _rnn_pool_loss(w, x))({"r": r, "w": wr}, x)["w"]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert knetc.cache_info(_rnn_pool_loss).tier0 == 7 - api.TIER0_AFTER
+
+
 def test_a_function_whose_calls_hit_the_cache_keeps_compiling(tier0):
     def loss(w, x):
         return np.sum(np.tanh(w * x))

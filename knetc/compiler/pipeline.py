@@ -221,12 +221,13 @@ def _namespace(tape, xp, capture: bool = False) -> dict:
 
 def can_run_traced(tr: Trace) -> bool:
     """Tier 0 needs the recorded values to be this call's: no primitive whose generated forward
-    differs from the traced one (random draws, running statistics, saved values). Code for
-    CUDA-graph capture is always compiled (tier 0 would run CuPy's own matrix products)."""
+    differs from the traced one (random draws, running statistics; a ``forward=`` primitive
+    whose saved value was not kept while tracing). Code for CUDA-graph capture is always
+    compiled (tier 0 would run CuPy's own matrix products)."""
     if tr.pure or _captures(tr.xp):
         return False
     for op in tr.tape.ops:
-        if op.kind == "call" and (op.rule.impure or op.rule.forward is not None):
+        if op.kind == "call" and (op.rule.impure or (op.saved is not None and op.saved_val is None)):
             return False
     return True
 
@@ -248,6 +249,8 @@ def run_traced(tr: Trace) -> tuple:
                         env[o.name] = o.val
             else:
                 env[op.outs.name] = op.outs.val
+            if op.saved is not None:        # what a forward= primitive saved while tracing
+                env[op.saved.name] = op.saved_val
         elif type(op.stmt) is ir.Store:
             stores.append(op.stmt)
     source = render_body(stores + lower_accumulation(stmts))

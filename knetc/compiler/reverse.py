@@ -109,7 +109,8 @@ class Emit:
         statics = [op.outs]
         if rule.forward is not None:
             if op.saved is None:
-                op.saved = Sym(self.tape, self.tape.newname(rule.out_params[1]), None, False, False)
+                op.saved = Sym(self.tape, self.tape.newname(rule.out_params[1]), op.saved_val, False,
+                               False)
             statics.append(op.saved)
         statics += [self.bound[p] for p in rule.params]
         rule.emitter(self, *statics)

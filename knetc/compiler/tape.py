@@ -138,13 +138,16 @@ class Op:
     read when the code runs, from ``expr``, an IR expression), 'effect' (an IR statement kept
     whatever its result: a guard, a store into the caller's data).
     """
-    __slots__ = ("kind", "outs", "fn", "args", "kwargs", "loc", "rule", "saved", "expr", "stmt")
+    __slots__ = ("kind", "outs", "fn", "args", "kwargs", "loc", "rule", "saved", "expr", "stmt",
+                 "saved_val")
 
     def __init__(self, kind, outs, fn=None, args=(), kwargs=None, loc=None, rule=None, expr=None,
                  stmt=None):
         self.kind, self.outs, self.fn, self.args = kind, outs, fn, args
         self.kwargs = kwargs or {}
         self.loc, self.rule, self.saved, self.expr, self.stmt = loc, rule, None, expr, stmt
+        # what a pure ``forward=`` rule saved for the backward while tracing (None: not run so)
+        self.saved_val = None
 
 
 def syms_in(value, out=None):
@@ -339,9 +342,18 @@ class Tape:
                       "rng.standard_normal(shape), low + (high - low) * rng.random(shape)), or "
                       "pass knetc.getval(v).")
         cargs, ckwargs = concrete(args), concrete(kwargs)
+        # A pure primitive whose backward reads what its forward saved (rnnforw's reserve, the
+        # argmax of max pooling) runs that forward now, so that tier 0 can differentiate this
+        # call from the recorded values without running the forward again.
+        saving = rule.forward is not None and not rule.impure and rule.differentiable and diff_in
+        saved_val = None
         try:    # side effects (running statistics) belong to the generated code
             with prims.tracing_mode(True):
-                val = fn(*cargs, **ckwargs)
+                if saving:
+                    *vals, saved_val = rule.forward(*cargs, **ckwargs)
+                    val = tuple(vals) if rule.outputs > 1 else vals[0]
+                else:
+                    val = fn(*cargs, **ckwargs)
         except Exception as e:
             if isinstance(e, TypeError) and len(devices_of((cargs, ckwargs))) > 1:
                 self.fail(errors.KnetcError,
@@ -373,7 +385,9 @@ class Tape:
                               "traced values, which has no gradient",
                               "Instead: keep float dtypes (np.array(items) without "
                               "dtype=object, np.stack, np.concatenate).")
-        self.ops.append(Op("call", outs, fn, args, kwargs, self.loc, rule))
+        op = Op("call", outs, fn, args, kwargs, self.loc, rule)
+        op.saved_val = saved_val
+        self.ops.append(op)
         if _shape_from_data(fn, args, kwargs):
             # x[x > 0], np.nonzero(x), np.repeat(x, counts): the result's shape depends on
             # values, and the code after it was written for this shape: guard it (another shape
