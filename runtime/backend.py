@@ -60,16 +60,16 @@ def _scalar_tolerant(xp):
     ns = types.ModuleType(f"knetc_{xp.__name__}")
     asarray = xp.asarray
     numpy_names = vars(np)
-    for name, value in vars(xp).items():
+    for name, own in vars(xp).items():
+        value = own
+        if isinstance(own, (types.FunctionType, types.BuiltinFunctionType)) \
+                or type(own).__name__ == "cython_function_or_method":
+            value = _tolerant(own, asarray)
         twin = numpy_names.get(name)
-        if isinstance(value, (types.FunctionType, types.BuiltinFunctionType)) \
-                or type(value).__name__ == "cython_function_or_method":
-            wrapped = _tolerant(value, asarray)
-            if twin is not None and callable(twin) and not isinstance(twin, type):
-                _TWINS[id(wrapped)] = (wrapped, twin)
-            value = wrapped
-        if twin is not None and callable(twin) and not isinstance(twin, type) and value is not twin:
-            _TWINS[id(getattr(xp, name))] = (getattr(xp, name), twin)
+        if callable(twin) and not isinstance(twin, type):
+            for f in (own, value):               # the function and its wrapper
+                if f is not twin:
+                    _TWINS[id(f)] = (f, twin)
         setattr(ns, name, value)
     return ns
 

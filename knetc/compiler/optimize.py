@@ -175,10 +175,7 @@ def insert_frees(stmts: list[ir.Stmt], keep, nbytes=None) -> list[ir.Stmt]:
 
 def fold_uniform_fills(stmts: list[ir.Stmt], shapes: dict, dtypes: dict) -> list[ir.Stmt]:
     """``stmts`` with single-use ``np.full`` gradients multiplied in as scalars (see above)."""
-    uses: dict[str, int] = {}
-    for s in stmts:
-        for n in s.uses:
-            uses[n] = uses.get(n, 0) + 1
+    uses = _use_counts(stmts)
     fills = {}
     for i, s in enumerate(stmts):
         fill = _uniform_fill(s, dtypes)
@@ -205,17 +202,27 @@ def fold_uniform_fills(stmts: list[ir.Stmt], shapes: dict, dtypes: dict) -> list
     return _fold_negation([s for k, s in enumerate(out) if k not in dropped], dtypes)
 
 
-def _fold_negation(stmts, dtypes):
-    """``t = -n`` where ``n = e * c`` (a weak scalar c) is read only there: ``t = e * -c``, one
-    pass less, exactly the same numbers (negation is exact)."""
+def _use_counts(stmts) -> dict[str, int]:
+    """How many statements read each name."""
     uses: dict[str, int] = {}
     for s in stmts:
         for n in s.uses:
             uses[n] = uses.get(n, 0) + 1
+    return uses
+
+
+def _plain_assign(s) -> bool:
+    """``name = value``: one target, nothing unpacked, no effect."""
+    return type(s) is ir.Assign and len(s.targets) == 1 and not s.unpack and not s.effect
+
+
+def _fold_negation(stmts, dtypes):
+    """``t = -n`` where ``n = e * c`` (a weak scalar c) is read only there: ``t = e * -c``, one
+    pass less, exactly the same numbers (negation is exact)."""
+    uses = _use_counts(stmts)
     scaled = {}
     for i, s in enumerate(stmts):
-        if type(s) is ir.Assign and len(s.targets) == 1 and not s.unpack and not s.effect and \
-                type(s.value) is ir.BinOp and s.value.op == "*" and \
+        if _plain_assign(s) and type(s.value) is ir.BinOp and s.value.op == "*" and \
                 _weak_scalar(s.value.right, dtypes) and uses.get(s.targets[0]) == 1:
             scaled[s.targets[0]] = i
     out, dropped = list(stmts), set()
@@ -237,7 +244,7 @@ def _fold_negation(stmts, dtypes):
 
 def _uniform_fill(s, dtypes):
     """``(shape, dtype, scalar expression)`` of ``name = np.full(shape, c, dtype)`` with a weak c."""
-    if type(s) is not ir.Assign or len(s.targets) != 1 or s.unpack or s.effect:
+    if not _plain_assign(s):
         return None
     v = s.value
     if type(v) is not ir.Call or type(v.func) is not ir.Attr or v.func.attr != "full" or \
