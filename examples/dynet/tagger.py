@@ -38,6 +38,11 @@ def encode(sent, tags: D.TagData):
 def loss(w, r, words, gold):
     """Mean tag negative log likelihood of one sentence."""
     x = np.stack([w["E"][i] for i in words])              # a Python loop over the words
+    return tag_loss(w, r, x, gold)
+
+
+def tag_loss(w, r, x, gold):
+    """The BiLSTM and the MLP over the word vectors ``x`` (T, embed), then the tags' nll."""
     h, _, _ = knetc.rnnforw(r, w["rnn"], x[:, None, :])    # (T, 1, 2*hidden)
     scores = np.tanh(h[:, 0, :] @ w["H"]) @ w["O"]
     return knetc.nll(scores, gold)
@@ -46,8 +51,9 @@ def loss(w, r, words, gold):
 lossgrad = knetc.gradloss(loss)
 
 
-def train(w, r, sents, opt):
-    """One pass of SGD, a sentence per step; returns (mean loss, words)."""
+def train(w, r, sents, opt, lossgrad=lossgrad):
+    """One pass of SGD, a sentence per step; returns (mean loss, words). ``lossgrad``: the
+    gradient of the tagger's loss (``tagger_char`` passes its own)."""
     total = words = 0.0
     for words_, gold in sents:
         g, lval = lossgrad(w, r, words_, gold)

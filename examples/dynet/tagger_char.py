@@ -14,6 +14,7 @@ import numpy as np
 import knetc
 
 from . import data as D
+from . import tagger
 
 PAD = 0     # the character id of DyNet's pad <*>
 
@@ -52,9 +53,7 @@ def loss(w, specs, words, gold):
     """Mean tag negative log likelihood of one sentence."""
     r, rc = specs
     x = np.stack([embed(w, rc, word) for word in words])
-    h, _, _ = knetc.rnnforw(r, w["rnn"], x[:, None, :])
-    scores = np.tanh(h[:, 0, :] @ w["H"]) @ w["O"]
-    return knetc.nll(scores, gold)
+    return tagger.tag_loss(w, r, x, gold)
 
 
 lossgrad = knetc.gradloss(loss)
@@ -62,13 +61,7 @@ lossgrad = knetc.gradloss(loss)
 
 def train(w, specs, sents, opt):
     """One pass of SGD, a sentence per step; returns (mean loss, words)."""
-    total = words = 0.0
-    for words_, gold in sents:
-        g, lval = lossgrad(w, specs, words_, gold)
-        knetc.update(w, g, opt)
-        total += float(lval) * len(gold)
-        words += len(gold)
-    return total / max(words, 1), words
+    return tagger.train(w, specs, sents, opt, lossgrad)
 
 
 def main(argv=None):
