@@ -234,8 +234,7 @@ def allreduce(tree: Any, op: str = "sum", *, inplace: bool = True) -> Any:
     _agree(st, sig, "dist.allreduce")
     buckets.check_writable(tree, sig, values, inplace, "dist.allreduce")
     world = st.world
-    if world.size == 1 and all(m == "numpy" for m, _, _ in plan.buckets) and \
-            all(sig.leaves[i].module == "numpy" for i in plan.direct):
+    if world.size == 1 and plan.modules <= {"numpy"}:
         return tree       # one process: the sum and the mean are the values themselves
     new = _reduce_direct(st, plan, values, op == "mean")
     bufs = plan.pack(values, _modules(st, plan))
@@ -271,7 +270,7 @@ def _reduce_direct(st: _State, plan: buckets.Plan, values: list, mean: bool) -> 
 
 def _modules(st: _State, plan: buckets.Plan) -> dict[str, Any]:
     """The array modules the plan's buffers need (creating the CuPy engine on first sight)."""
-    for module in [m for m, _, _ in plan.buckets] + [plan.signature.leaves[i].module for i in plan.direct]:
+    for module in plan.modules:
         if module not in st.modules:
             st.engine(module)
     return st.modules

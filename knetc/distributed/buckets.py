@@ -192,6 +192,8 @@ class Plan:
                 self.buckets.append([leaf.module, leaf.dtype, 0])
             self.slots.append((b, self.buckets[b][2], n))
             self.buckets[b][2] += n
+        # the array modules ("numpy", "cupy") of the buckets and the direct leaves
+        self.modules = {m for m, _, _ in self.buckets} | {sig.leaves[i].module for i in self.direct}
         self.buffers: list[Any] | None = None
         self.checked: set[str] = set()   # the ops whose leaf kinds and dtypes were accepted
 
