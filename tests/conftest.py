@@ -41,3 +41,16 @@ def data_dir() -> Path:
         pytest.skip(f"no data folder: {where}{DEFAULT_DATA} does not exist")
     return d
 
+
+def _no_network(url, dest):
+    raise OSError(f"network disabled in tests ({url})")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """No downloads, and an empty private cache (the loader tests)."""
+    from knetc import data
+    monkeypatch.setattr(data, "_download", _no_network)
+    monkeypatch.setenv("KNETC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("KNETC_DATA", raising=False)
+    return tmp_path

@@ -9,17 +9,6 @@ import pytest
 from knetc import data, progress
 
 
-def _no_network(url, dest):
-    raise OSError(f"network disabled in tests ({url})")
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No downloads, and an empty private cache."""
-    monkeypatch.setattr(data, "_download", _no_network)
-    monkeypatch.setenv("KNETC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("KNETC_DATA", raising=False)
-    return tmp_path
 
 
 @pytest.fixture

@@ -26,17 +26,6 @@ if str(ROOT) not in sys.path:
 from examples import cifar_vgg, imdb_gru, resnet50  # noqa: E402
 
 
-def _no_network(url, dest):
-    raise OSError(f"network disabled in tests ({url})")
-
-
-@pytest.fixture
-def offline(monkeypatch, tmp_path):
-    """No downloads, and an empty private cache."""
-    monkeypatch.setattr(data, "_download", _no_network)
-    monkeypatch.setenv("KNETC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv("KNETC_DATA", raising=False)
-    return tmp_path
 
 
 def _sha(p: Path) -> str:
