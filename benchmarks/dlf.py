@@ -166,7 +166,7 @@ def torch_vgg(torch, channels=(50, 100), hidden=512, nclasses=10, size=32):
 
 def torch_resnet(torch, w):
     """torchvision's resnet50 structure from ``torch.nn`` layers, holding knetc's weights ``w``
-    (``examples/resnet50.initmodel``), in eval mode."""
+    (``examples/resnet50.initmodel``) and its batchnorm moments where set, in eval mode."""
     nn = torch.nn
 
     def cbn(p, stride=1, padding=0):
@@ -176,6 +176,9 @@ def torch_resnet(torch, w):
             conv.weight.copy_(torch.from_numpy(np.asarray(p["w"])))
             bn.weight.copy_(torch.from_numpy(np.asarray(p["bn"][:o])))
             bn.bias.copy_(torch.from_numpy(np.asarray(p["bn"][o:])))
+            if p["m"].mean is not None:         # running moments set: eval mode uses them
+                bn.running_mean.copy_(torch.from_numpy(np.asarray(p["m"].mean, np.float32)))
+                bn.running_var.copy_(torch.from_numpy(np.asarray(p["m"].var, np.float32)))
         return nn.Sequential(conv, bn)
 
     class Bottleneck(nn.Module):

@@ -22,6 +22,8 @@ from knetc.runtime.rnn import RNN
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import dlf  # noqa: E402  (its torch ResNet-50 is the second implementation checked against)
 
 from examples import cifar_vgg, imdb_gru, resnet50  # noqa: E402
 
@@ -231,43 +233,6 @@ def test_resnet50_gradient(training):
 
 # --------------------------------------------------------------------------- resnet50 vs torch
 
-def _torch_resnet(w, torch):
-    """torchvision's resnet50 structure built from torch.nn layers, with w's weights."""
-    nn = torch.nn
-
-    def cbn(p, stride=1, padding=0):
-        o, i, k, _ = p["w"].shape
-        conv = nn.Conv2d(i, o, k, stride, padding, bias=False)
-        bn = nn.BatchNorm2d(o)
-        with torch.no_grad():
-            conv.weight.copy_(torch.from_numpy(p["w"]))
-            bn.weight.copy_(torch.from_numpy(p["bn"][:o]))
-            bn.bias.copy_(torch.from_numpy(p["bn"][o:]))
-            bn.running_mean.copy_(torch.from_numpy(np.asarray(p["m"].mean, np.float32)))
-            bn.running_var.copy_(torch.from_numpy(np.asarray(p["m"].var, np.float32)))
-        return nn.Sequential(conv, bn)
-
-    class Bottleneck(nn.Module):
-        def __init__(self, b, stride):
-            super().__init__()
-            self.c1, self.c2, self.c3 = cbn(b["c1"]), cbn(b["c2"], stride, 1), cbn(b["c3"])
-            self.down = cbn(b["down"], stride) if "down" in b else None
-
-        def forward(self, x):
-            h = torch.relu(self.c1(x))
-            h = self.c3(torch.relu(self.c2(h)))
-            return torch.relu(h + (x if self.down is None else self.down(x)))
-
-    blocks = [Bottleneck(b, 2 if i > 0 and j == 0 else 1)
-              for i, stage in enumerate(w["stages"]) for j, b in enumerate(stage)]
-    fc = nn.Linear(*w["fc"].shape)
-    with torch.no_grad():
-        fc.weight.copy_(torch.from_numpy(w["fc"].T.copy()))
-        fc.bias.copy_(torch.from_numpy(w["fc_b"]))
-    return nn.Sequential(cbn(w["stem"], 2, 3), nn.ReLU(), nn.MaxPool2d(3, 2, 1), *blocks,
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), fc).eval()
-
-
 def test_resnet50_matches_torch():
     torch = pytest.importorskip("torch")
     w = resnet50.initmodel(width=8, nclasses=10, seed=4)      # ResNet-50's depth, narrower
@@ -281,7 +246,7 @@ def test_resnet50_matches_torch():
     x = rng.random((2, 3, 64, 64), np.float32)
     ours = resnet50.predict(w, x)
     with torch.no_grad():
-        ref = _torch_resnet(w, torch)(torch.from_numpy(x)).numpy()
+        ref = dlf.torch_resnet(torch, w)(torch.from_numpy(x)).numpy()
     assert ours.shape == ref.shape == (2, 10)
     np.testing.assert_allclose(ours, ref, rtol=2e-3, atol=2e-3 * np.abs(ref).max())
     # eval mode: an image's scores do not depend on the rest of its batch
