@@ -209,7 +209,9 @@ class Grad(Inlinable):
         if tier0 and not isinstance(self.fun, Grad):
             with prims.training_mode(_training()):
                 tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                           has_aux=self.has_aux)
+                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints)
+                if self._learn(tr):
+                    key = None
                 if can_run_traced(tr):
                     cache.tier0 += 1
                     return run_traced(tr)
@@ -235,7 +237,9 @@ class Grad(Inlinable):
                 fun = _grad_as_function(fun, bound)
             with prims.training_mode(_training()):
                 traced = trace(fun, self._params, self._kinds, bound, self._wrt, pure=pure,
-                               has_aux=self.has_aux)
+                               has_aux=self.has_aux, keyed_ints=self._cache.keyed_ints)
+            if self._learn(traced):
+                key = None
         entry = compile_trace(traced)
         if isinstance(self.fun, Grad):   # grad(grad(f)): zero, not None, where nothing depends
             entry.run = _zeros_for_none(entry.run, self.argnum)
@@ -244,6 +248,14 @@ class Grad(Inlinable):
         else:
             self._store(self._cache.key(bound) if key is None else key, entry)
         return entry
+
+    def _learn(self, traced) -> bool:
+        """Key from now on the ints of the arguments that steered this trace (True if the key
+        changed: then a key computed before is stale)."""
+        if not traced.tape.steered:
+            return False
+        with self._lock:
+            return self._cache.learn(traced.tape.steered)
 
     def _store(self, key, entry: Entry) -> None:
         with self._lock:

@@ -2,6 +2,9 @@
 
 ``KNETC_TIER0=0``  compile every specialization (no tier 0 runs; see knetc.api)
 ``KNETC_FUSE=0``   no GPU kernel fusion (knetc.compiler.fusion)
+``KNETC_SELECT_INTS=0`` every Python int of the arguments keyed by value (by default an int that
+                  only indexes arrays is data, and one that steered a trace is keyed: see
+                  knetc.compiler.selectors); read when a function's cache is made
 ``KNETC_CAPTURE=1`` GPU code written for CUDA-graph capture (matrix products through knetc's own
                   cuBLAS calls, runtime/cublas.py); off by default, ``knetc.graph_step`` turns
                   it on while it compiles and captures a step
@@ -15,14 +18,15 @@ import contextlib
 import os
 import threading
 
-_ENV = {"tier0": "KNETC_TIER0", "fuse": "KNETC_FUSE", "capture": "KNETC_CAPTURE"}
-_DEFAULTS = {"tier0": True, "fuse": True, "capture": False}   # without an environment variable
+_ENV = {"tier0": "KNETC_TIER0", "fuse": "KNETC_FUSE", "capture": "KNETC_CAPTURE",
+        "select_ints": "KNETC_SELECT_INTS"}
+_DEFAULTS = {"tier0": True, "fuse": True, "capture": False, "select_ints": True}   # without an environment variable
 _lock = threading.Lock()
 _overrides: dict[str, list] = {name: [] for name in _ENV}
 
 
 def enabled(name: str) -> bool:
-    """Is the switch ``name`` ("tier0", "fuse", "capture") on? An override wins over the
+    """Is the switch ``name`` ("tier0", "fuse", "capture", "select_ints") on? An override wins over the
     environment (a variable set to "0" is off, to anything else on), which wins over the default."""
     stack = _overrides[name]
     if stack:

@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import errors, tree
+from .. import errors, settings, tree
 from ..rules import registry
 
 _ndarray = np.ndarray
@@ -50,9 +50,41 @@ def spec_of(v):
 _registration = tree.registration
 
 
-def _node_spec(v, t, reg):
+class _Everything:
+    """The key paths of ``keyed_ints=None``: every int is keyed."""
+    def __contains__(self, path):
+        return True
+
+
+_ALL = _Everything()
+
+
+def erased_spec(v, keyed_ints: frozenset, path: tuple):
+    """``spec_of`` of the arguments (``path`` is where ``v`` sits: ``(argument index, item,
+    ...)``), with the value of an int leaf only where its path is in ``keyed_ints``: ints that
+    only selected are data (selectors.IntArg), the rest steered and are keyed."""
+    t = type(v)
+    if t is int:
+        return (int, v) if path in keyed_ints else int
+    if t is list or t is tuple:
+        return t, *[erased_spec(x, keyed_ints, path + (i,)) for i, x in enumerate(v)]
+    if t is dict:
+        return dict, *[(k, erased_spec(x, keyed_ints, path + (k,))) for k, x in v.items()]
+    if t is _ndarray or t is float or t is str or t is bool or v is None:
+        return spec_of(v)
+    reg = _registration(t)
+    if reg is not None or tree.node_type(t):
+        fields = tree.fields_of(t)
+        return _node_spec(v, t, reg or _registration(t), lambda children: [
+            erased_spec(c, keyed_ints, path + (k,)) for k, c in
+            zip(fields[0] if fields is not None else range(len(children)), children)])
+    return spec_of(v)
+
+
+def _node_spec(v, t, reg, children_spec=None):
     """A node's key: "node", its type, its registered flatten (an explicit registration that
-    replaced an automatic one makes other keys), its aux data and its children's keys."""
+    replaced an automatic one makes other keys), its aux data and its children's keys
+    (``children_spec(children)``; ``spec_of`` of each by default)."""
     flatten_fn = reg[0]
     children, aux = flatten_fn(v)
     try:
@@ -63,7 +95,8 @@ def _node_spec(v, t, reg):
             f"beside the children) is not hashable: {aux!r}",
             hint="Return hashable aux data from flatten (a tuple, not a list; no arrays): it is "
                  "part of the cache key, as in JAX.") from None
-    return ("node", t, flatten_fn, aux, *map(spec_of, children))
+    return ("node", t, flatten_fn, aux,
+            *(map(spec_of, children) if children_spec is None else children_spec(children)))
 
 
 # Guards in generated code call spec_of; when that code is itself specialized (grad of grad, a
@@ -93,8 +126,14 @@ class SpecCache(dict):
     one does not, ``revalidate`` drops every entry, and the call specializes anew.
     """
 
-    def __init__(self):
+    def __init__(self, select_ints: bool | None = None):
         super().__init__()
+        if select_ints is None:
+            select_ints = settings.enabled("select_ints")
+        # The key paths of the arguments' int leaves whose values are keyed (they steered a
+        # trace); the other ints only selected (selectors.IntArg) and are left out of the key.
+        # None: every int is keyed (KNETC_SELECT_INTS=0).
+        self.keyed_ints: frozenset | None = frozenset() if select_ints else None
         self.hits = 0
         self.misses = 0
         self.tier0 = 0
@@ -106,10 +145,28 @@ class SpecCache(dict):
     def key(self, args: tuple):
         """The cache key of a call's arguments (bound to the parameters, one per parameter)."""
         fast = self._fast
+        keyed = self.keyed_ints
         if fast is None:
-            fast = self._fast = key_function(args) or spec_of
+            fast = self._fast = key_function(args, keyed) or self._nested
         k = fast(args)
-        return spec_of(args) if k is None else k
+        return self._nested(args) if k is None else k
+
+    def _nested(self, args: tuple):
+        keyed = self.keyed_ints
+        return spec_of(args) if keyed is None else erased_spec(args, keyed, ())
+
+    def learn(self, steered) -> bool:
+        """Key the int leaves at ``steered`` (key paths a trace reported) by value from now on;
+        True if that changed the key. Every entry is dropped then: keys made before and after
+        must never meet (a flat key does not name its structure), and the guards of the old
+        entries on those ints would fail half the time. Call under the owner's lock."""
+        if self.keyed_ints is None or not steered or steered <= self.keyed_ints:
+            return False
+        self.keyed_ints = self.keyed_ints | frozenset(steered)
+        self._fast = None
+        self.clear()
+        self._once.clear()
+        return True
 
     def info(self) -> CacheInfo:
         return CacheInfo(self.hits, self.misses, sum(len(v) for v in self.values()), self.tier0)
@@ -191,10 +248,12 @@ class SpecCache(dict):
 _MAX_ITEMS = 64
 
 
-def key_function(args: tuple):
+def key_function(args: tuple, keyed_ints: frozenset | None = None):
     """A function computing the key of calls shaped like ``args``, or None if it is not simple
     (arrays, floats, ints, strings, and flat lists/tuples/dicts, NamedTuples and dataclasses
-    of them)."""
+    of them). With ``keyed_ints`` (not None), an int leaf's value is in the key only if its key
+    path is there (``erased_spec``)."""
+    keyed = _ALL if keyed_ints is None else keyed_ints
     top, unpack, leaves, parts, consts = [], [], [], [], {}
     for i, a in enumerate(args):
         name = f"a{i}"
@@ -209,12 +268,13 @@ def key_function(args: tuple):
             names = [f"{name}_{j}" for j in range(len(a))]
             if names:
                 unpack.append(f"{', '.join(names)}, = {name}{'.values()' if t is dict else ''}")
-            for n, v in zip(names, a.values() if t is dict else a):
-                if not _leaf(n, v, leaves, parts):
+            for j, (n, v) in enumerate(zip(names, a.values() if t is dict else a)):
+                path = (i, tuple(a)[j] if t is dict else j)
+                if not _leaf(n, v, leaves, parts, path in keyed):
                     return None
-        elif not _leaf(name, a, top, parts) and not (
+        elif not _leaf(name, a, top, parts, (i,) in keyed) and not (
                 tree.node_type(t) and
-                _fields_node(i, name, a, top, unpack, leaves, parts, consts)):
+                _fields_node(i, name, a, top, unpack, leaves, parts, consts, keyed)):
             return None
     lines = ["def key(args):", f"    if len(args) != {len(args)}:", "        return None"]
     if args:
@@ -228,7 +288,7 @@ def key_function(args: tuple):
     return namespace["key"]
 
 
-def _fields_node(i, name, v, top, unpack, leaves, parts, consts) -> bool:
+def _fields_node(i, name, v, top, unpack, leaves, parts, consts, keyed) -> bool:
     """A NamedTuple or dataclass argument whose fields are leaves: its type checked, its data
     fields read as attributes, its meta fields' values in the key (its aux data)."""
     fields = tree.fields_of(type(v))
@@ -246,13 +306,13 @@ def _fields_node(i, name, v, top, unpack, leaves, parts, consts) -> bool:
     names = [f"{name}_{j}" for j in range(len(data))]
     for n, f in zip(names, data):
         unpack.append(f"{n} = {name}.{f}")
-        if not _leaf(n, getattr(v, f), leaves, parts):
+        if not _leaf(n, getattr(v, f), leaves, parts, (i, f) in keyed):
             return False
     parts += [f"{name}.{m}" for m in meta]
     return True
 
 
-def _leaf(name, v, checks, parts) -> bool:
+def _leaf(name, v, checks, parts, keyed: bool) -> bool:
     t = type(v)
     if t is _ndarray:
         checks.append(f"type({name}) is _nd")
@@ -261,7 +321,8 @@ def _leaf(name, v, checks, parts) -> bool:
         checks.append(f"type({name}) is float")
     elif t is int or t is str or t is bool:
         checks.append(f"type({name}) is {t.__name__}")
-        parts.append(name)
+        if keyed or t is not int:
+            parts.append(name)
     elif v is None:
         checks.append(f"{name} is None")
     else:

@@ -63,13 +63,17 @@ class Trace:
     aux: object = None        # has_aux: what the function returned beside the loss
     has_aux: bool = False
     training: bool = True     # the mode it was traced in (prims.training())
+    keyed_ints: frozenset | None = None   # the argument ints keyed by value (see trace)
 
 
 def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
-          has_aux: bool = False) -> Trace:
+          has_aux: bool = False, keyed_ints: frozenset | None = None) -> Trace:
     """Specialize ``fn`` to ``args`` and write the adjoint wrt ``args[i]`` for ``i`` in
     ``argnums`` (an int, or a tuple: then the gradient is a tuple), no code yet. ``has_aux``:
-    ``fn`` returns ``(loss, aux)``; aux is handed back as a value, never differentiated."""
+    ``fn`` returns ``(loss, aux)``; aux is handed back as a value, never differentiated.
+    ``keyed_ints``: the key paths of the arguments' int leaves whose values the cache key holds
+    (``SpecCache.keyed_ints``); every other int leaf is an ``IntArg`` (selectors), and the paths
+    of those that steered are ``tape.steered``. None: every int is a plain value."""
     t0 = time.perf_counter()
     several = type(argnums) is tuple
     argnums = argnums if several else (argnums,)
@@ -77,7 +81,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     tape = Tape()
     tape.taken.update(params)
     spec = Specializer(tape)
-    mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i in argnums))
+    spec.keyed_ints = keyed_ints
+    mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i in argnums), keypath=(i,))
                 for i, (p, a) in enumerate(zip(params, args))]
     for i in argnums:
         _check_parameter(mirrored[i], params[i], fn)
@@ -103,7 +108,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     if type(loss) is Sym and loss.diff:
         adj.run(loss)
     return Trace(fn, params, args, argnums, pure, xp, tape, adj, wrt, loss, t0, several, aux,
-                 has_aux, prims.training())
+                 has_aux, prims.training(),
+                 None if keyed_ints is None else keyed_ints | frozenset(tape.steered))
 
 
 def _split_aux(result, fn, loc):
@@ -155,7 +161,8 @@ def compile_trace(tr: Trace) -> Entry:
     name = f"{identifier(fn.__name__)}_grad"
     info = {"function": fn.__qualname__, "where": _where(fn),
             "wrt": ", ".join(params[i] for i in tr.argnums),
-            "specialized": "(" + ", ".join(describe(a) for a in args) + ")", "pure": tr.pure}
+            "specialized": "(" + ", ".join(describe(a, tr.keyed_ints, (i,))
+                                           for i, a in enumerate(args)) + ")", "pure": tr.pure}
     header = [f"knetc: gradient of {info['function']} ({info['where']}) wrt {info['wrt']}",
               f"specialized to {info['specialized']}" + ("; pure (no in-place updates)" if tr.pure else "")]
     # Generated code says np.*; for CuPy arguments `np` is bound to cupy (the cache keys on the
@@ -491,18 +498,24 @@ def _check_loss(result, fn, loc):
          "Return one scalar (for several values, return their sum or use separate functions).")
 
 
-def describe(a) -> str:
+def describe(a, keyed_ints: frozenset | None = None, path: tuple | None = None) -> str:
+    """A short description of an argument; with ``keyed_ints`` and its key ``path``, an int that
+    the code reads as data (selectors.IntArg) is "int", one keyed by value its value."""
     t = type(a)
     if hasattr(a, "shape") and hasattr(a, "dtype"):
         return f"{tuple(a.shape)} {a.dtype}"
+    sub = (lambda k: None) if path is None else (lambda k: path + (k,))
     if t in (list, tuple):
-        inner = ", ".join(describe(x) for x in a[:4]) + (", …" if len(a) > 4 else "")
+        inner = ", ".join(describe(x, keyed_ints, sub(i)) for i, x in enumerate(a[:4])) + \
+            (", …" if len(a) > 4 else "")
         return f"[{inner}]" if t is list else f"({inner})"
     if t is dict:
-        return "{" + ", ".join(f"{k!r}: {describe(v)}" for k, v in list(a.items())[:4]) + \
-            (", …" if len(a) > 4 else "") + "}"
+        return "{" + ", ".join(f"{k!r}: {describe(v, keyed_ints, sub(k))}"
+                               for k, v in list(a.items())[:4]) + (", …" if len(a) > 4 else "") + "}"
     if t is float:
         return "float"
+    if t is int and keyed_ints is not None and path is not None and path not in keyed_ints:
+        return "int"
     return repr(a) if len(repr(a)) < 30 else t.__name__
 
 

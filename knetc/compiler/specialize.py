@@ -28,6 +28,7 @@ from ..runtime.backend import is_array
 from . import ir
 from .cache import spec_of
 from .parse import Parsed, parse_function
+from .selectors import IntArg, as_index, plain
 from .tape import RANDOM_MAKERS, Sym, Tape, concrete, identifier, is_random_source, new_generator, syms_in
 from .values import dtype_expr, value_expr
 
@@ -304,6 +305,9 @@ class Specializer:
         self.result_loc = (None, None)   # the statement that returned the result
         self._depth = 0                  # the deepest nesting of user functions seen
         self._deepest = None             # where Python's recursion limit was hit
+        # Int leaves of the arguments become IntArgs (selectors) unless their key path is here
+        # (the cache keys their values); None: every int is a plain value (keyed).
+        self.keyed_ints: frozenset | None = None
 
     # -- entry --------------------------------------------------------------------------
     def run(self, fn, args, kwargs):
@@ -342,6 +346,15 @@ class Specializer:
     def call(self, f, args, kwargs):
         if isinstance(f, Closure):
             return self.call_closure(f, args, kwargs)
+        if self.tape.intargs and not _inlined(f):
+            # An argument's int given to anything but inlined Python steers (its value decides),
+            # except where only its type counts (isinstance, type: the key checks the type) or
+            # where it passes through a container untouched (len, zip, list(...)).
+            how = _INT_USE.get(f) if getattr(type(f), "__hash__", None) is not None else None
+            if how is None:
+                args, kwargs = plain(args), plain(kwargs)
+            elif how == "type":
+                args = [a.value if type(a) is IntArg else a for a in args]
         if isinstance(f, Inlinable):
             return self.call_grad(f, args, kwargs)
         rule = registry.lookup(f)
@@ -749,6 +762,8 @@ class Specializer:
         if hit is not None:
             return hit[0]
         tape = self.tape
+        if type(value) is IntArg:   # an outer trace's argument (a grad made inside): it steers
+            value = value.steer()
         result = value
         if isinstance(value, types.ModuleType):
             if not _library(value):   # a user's module: its attributes are read like globals
@@ -785,10 +800,18 @@ class Specializer:
                                                           dtype_expr(val.dtype))))
         tape.guard(test, tape.loc[1])
 
-    def mirror_value(self, value, path, diff, name=None):
-        """A copy of the caller's structure whose arrays are Syms read from ``path`` at run time."""
+    def mirror_value(self, value, path, diff, name=None, keypath=None):
+        """A copy of the caller's structure whose arrays are Syms read from ``path`` at run time.
+
+        ``keypath``: where the value sits in the call's arguments, as the cache key sees it
+        (``(argument index, item, ...)``); given, its int leaves become ``IntArg``s."""
         t = type(value)
         name = name or path.render()
+        if t is int and keypath is not None and self.keyed_ints is not None \
+                and keypath not in self.keyed_ints:
+            self.tape.intargs += 1
+            return IntArg(value, path, keypath, self.tape, identifier(name))
+        sub = (lambda k: None) if keypath is None else (lambda k: keypath + (k,))
         if (t is list or t is tuple) and value and all(_is_leaf(v) for v in value):
             # A flat list of arrays (a layer's weights): one unpacking statement reads them all.
             names = [identifier(f"{name}_{i}") for i in range(len(value))]
@@ -799,14 +822,16 @@ class Specializer:
                 self.mirror.add(out, path)
             return out
         if t is list or t is tuple:
-            items = [self.mirror_value(v, ir.Subscript(path, ir.Const(i)), diff, f"{name}_{i}")
+            items = [self.mirror_value(v, ir.Subscript(path, ir.Const(i)), diff, f"{name}_{i}",
+                                       sub(i))
                      for i, v in enumerate(value)]
             out = items if t is list else tuple(items)
             if t is list:
                 self.mirror.add(out, path)
             return out
         if t is dict:
-            out = {k: self.mirror_value(v, ir.Subscript(path, ir.lit(k)), diff, f"{name}_{identifier(k)}")
+            out = {k: self.mirror_value(v, ir.Subscript(path, ir.lit(k)), diff,
+                                        f"{name}_{identifier(k)}", sub(k))
                    for k, v in value.items()}
             self.mirror.add(out, path)
             return out
@@ -816,12 +841,12 @@ class Specializer:
             is_float = np.issubdtype(value.dtype, np.floating)
             return self._read(path, value, diff and is_float, name=identifier(name))
         if tree.node_type(t):
-            return self._mirror_node(value, path, diff, name)
+            return self._mirror_node(value, path, diff, name, sub)
         if diff and not isinstance(value, _UNTRACKED) and not tree.is_own_class(t):
             self._opaque[id(value)] = (value, path)
         return self._track(value, path)
 
-    def _mirror_node(self, value, path, diff, name):
+    def _mirror_node(self, value, path, diff, name, sub):
         """A NamedTuple, dataclass or registered object: an instance of its class (its registered
         unflatten) around the mirrored children, read when the code runs: fields as attributes
         (``p.w``), a registered class's children through its flatten (``_children(p)[i]``)."""
@@ -830,7 +855,7 @@ class Specializer:
         fields = tree.fields_of(t)
         if fields is not None:
             keys = fields[0]
-            items = [self.mirror_value(c, ir.Attr(path, k), diff, f"{name}_{k}")
+            items = [self.mirror_value(c, ir.Attr(path, k), diff, f"{name}_{k}", sub(k))
                      for k, c in zip(keys, children)]
         else:
             base = ir.call(ir.Name(self.tape.ref(tree.node_children, "_children")), path)
@@ -839,7 +864,8 @@ class Specializer:
                 items = self.tape.read_many(base, children, diff, names)
                 self._external.update((id(s), s) for s in items)
             else:
-                items = [self.mirror_value(c, ir.Subscript(base, ir.Const(i)), diff, f"{name}_{i}")
+                items = [self.mirror_value(c, ir.Subscript(base, ir.Const(i)), diff,
+                                           f"{name}_{i}", sub(i))
                          for i, c in enumerate(children)]
         if fields is not None and not isinstance(value, tuple):
             # a dataclass: its fields set directly (its __init__ is plain Python: a new random
@@ -1010,6 +1036,8 @@ class Specializer:
     def e_subscript(self, n, frame):
         obj = self.ev(n.value, frame)
         idx = self.ev_index(n.slice, frame)
+        if self.tape.intargs and type(obj) is Sym:   # E[i]: the argument's int selects, as data
+            idx = as_index(idx)
         if isinstance(obj, _AXIS_CONCATENATOR) and syms_in(idx):
             return self.axis_concatenate(obj, idx)
         return obj[idx]
@@ -1250,6 +1278,23 @@ def _holds_float_array(v) -> bool:
 def _inlinable(fn) -> bool:
     mod = getattr(fn, "__module__", "") or ""
     return not mod.startswith(_NO_INLINE)
+
+
+# Builtins an argument's int may reach without steering: "type" (they see its type only, so its
+# plain value, unguarded), "through" (containers of them pass through, as they are).
+_INT_USE = {isinstance: "type", type: "type", len: "through", list: "through",
+            tuple: "through", zip: "through", enumerate: "through", reversed: "through",
+            iter: "through", dict: "through"}
+
+
+def _inlined(f) -> bool:
+    """Is ``f`` Python that ``Specializer.call`` inlines (a function, a method, a callable
+    object), so that the values passed to it stay as they are?"""
+    if isinstance(f, types.MethodType):
+        f = f.__func__
+    elif not isinstance(f, (types.FunctionType, type)):
+        f = getattr(type(f), "__call__", None)
+    return isinstance(f, types.FunctionType) and _inlinable(f) and registry.lookup(f) is None
 
 
 # Builtins that need to know about symbolic values.

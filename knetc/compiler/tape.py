@@ -18,6 +18,7 @@ from ..rules import registry
 from ..runtime import prims
 from ..runtime.backend import devices_of
 from . import ir
+from .selectors import plain
 
 
 class Sym:
@@ -243,6 +244,10 @@ class Tape:
         self.loc = (None, None)          # (filename, lineno) of the statement being specialized
         self.names: dict[str, int] = {}
         self._guards: dict = {}
+        # Int leaves of the arguments (selectors.IntArg): how many were made, and the key paths
+        # of those whose values steered this trace (guarded; the cache keys them from now on).
+        self.intargs = 0
+        self.steered: set = set()
         self.refs: dict = {}  # id(obj) or ('exact', id) -> (code name, obj): namespace of the code
         self.taken = set(RESERVED)
         # Arrays NumPy computed here from constants alone (np.zeros(3)): id -> array (kept
@@ -295,6 +300,8 @@ class Tape:
     def apply(self, fn, args, kwargs=None):
         """Record ``fn(*args, **kwargs)``; fold it when no argument is symbolic."""
         kwargs = kwargs or {}
+        if self.intargs:    # an argument's int given to a primitive: its value steers
+            args, kwargs = plain(args), plain(kwargs)
         syms = syms_in(args)
         if kwargs:
             syms_in(kwargs, syms)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import tree
 from . import ir
+from .selectors import IntArg
 from .tape import Sym
 
 _INFIX = {operator.add: "+", operator.sub: "-", operator.mul: "*", operator.truediv: "/",
@@ -32,6 +33,8 @@ def value_expr(value, tape) -> ir.Expr:
     t = type(value)
     if t is Sym:
         return ir.Var(value)
+    if t is IntArg:     # an argument's int written into the code: its value steers
+        return ir.Const(value.steer())
     if t in _SCALARS or value is Ellipsis:
         return ir.Const(value)
     if t is tuple:
