@@ -9,9 +9,14 @@ same initial weights with plain SGD, a step per minibatch (rnnlm) or sentence (t
 1. Same math first: the loss and every gradient of the first step on the same weights and data,
    knetc against each peer (loss to 1e-5 relative, gradients to 1e-4 of their largest entry).
 2. First call: the first step alone, and the first chunk of sentences, per framework.
-3. Then rounds: each round gives every framework the same fresh chunk of data (the order
+3. Warm-up: every framework trains on the same next ``--warm`` examples (a small part of an
+   epoch: 300 of WikiNER's 142,153 sentences in --quick), timed and reported as the warm-up
+   rate. knetc's cache fills with the sentence lengths and tree shapes that recur; torch and
+   autograd have nothing to warm (autograd skips this phase: it is slow, and has no cache).
+4. Then rounds: each round gives every framework the same fresh chunk of data (the order
    rotating between rounds); words/s (sentences/s for treenn) are medians over rounds, and
-   knetc/torch is the median of per-round ratios. knetc's cache counters are reported.
+   knetc/torch is the median of per-round ratios: the steady state an epoch runs at. knetc's
+   cache counters during the rounds are printed (the JSON also has them over the whole run).
 
 One BLAS/OpenMP/torch thread (set before the imports) unless ``--threads`` says otherwise.
 
@@ -243,7 +248,7 @@ def setup(model: str, size: str, seed: int = 0):
     (tiny networks, seconds), ``quick`` or ``full`` (the benchmark's sizes)."""
     dry = size == "dry"
     if model == "rnnlm":
-        n = {"dry": 24, "quick": 5 * 64, "full": 12 * 64}[size]
+        n = {"dry": 32, "quick": 10 * 64, "full": 22 * 64}[size]
         lm = D.ptb(n, seed)
         if dry:   # a small vocabulary, short sentences
             lm = D.LMData([[i % 50 for i in s[:6]] + [50] for s in lm.sents], 51, 50)
@@ -251,7 +256,7 @@ def setup(model: str, size: str, seed: int = 0):
         exs = rnnlm.batches(lm, 4 if dry else 64)
         return spec, w, exs, lambda ex: float(ex[2].sum())
     if model in ("tagger", "tagger_char"):
-        n = {"dry": 6, "quick": 200, "full": 800}[size]
+        n = {"dry": 8, "quick": 500, "full": 1800}[size]
         tags = D.wikiner(n, seed)
         if dry:
             tags.sents = [(s[0][:5], s[1][:5]) for s in tags.sents]
@@ -267,7 +272,7 @@ def setup(model: str, size: str, seed: int = 0):
             exs = [([w_ for w_ in ws[:-1]] + [(0, 3, 5, 0)], g) for ws, g in exs] \
                 if model == "tagger_char" else exs
         return spec, w, exs, lambda ex: float(len(ex[1]))
-    n = {"dry": 6, "quick": 120, "full": 400}[size]
+    n = {"dry": 8, "quick": 150, "full": 500}[size]
     sst = D.sst(n, seed)
     trees = sst.trees
     if dry:
@@ -353,10 +358,11 @@ def verify(model, spec, w0, ex, peers) -> dict:
     return out
 
 
-def bench(model, size, rounds, chunk, peers, lr=0.1) -> dict:
-    """Verify, then time the first step, the first chunk and ``rounds`` interleaved chunks."""
+def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
+    """Verify, then time the first step, the first chunk, ``warm`` examples of warm-up and
+    ``rounds`` interleaved chunks."""
     spec, w0, exs, units = setup(model, size)
-    need = 1 + chunk * (rounds + 1)
+    need = 1 + chunk * (rounds + 1) + warm
     if len(exs) < need:
         raise ValueError(f"{model}: {len(exs)} examples, {need} needed")
     check = verify(model, spec, w0, exs[-1], peers)
@@ -373,9 +379,19 @@ def bench(model, size, rounds, chunk, peers, lr=0.1) -> dict:
             steps[name](ex)
         t2 = time.perf_counter()
         first[name] = {"first_step_s": t1 - t, "first_chunk_rate": sum(map(units, block)) / (t2 - t)}
+    block = exs[chunk:chunk + warm]
+    warm_rate = {}
+    for name in names:
+        if name == "autograd" or not block:
+            continue
+        t = time.perf_counter()
+        for ex in block:
+            steps[name](ex)
+        warm_rate[name] = sum(map(units, block)) / (time.perf_counter() - t)
+    info1 = knetc.cache_info(KNETC[model].loss, with_loss=True)
     rates = {k: [] for k in names}
     for r in range(rounds):
-        block = exs[chunk * (r + 1):chunk * (r + 2)]
+        block = exs[warm + chunk * (r + 1):warm + chunk * (r + 2)]
         n = sum(map(units, block))
         for name in names[r % len(names):] + names[:r % len(names)]:
             t = time.perf_counter()
@@ -384,10 +400,11 @@ def bench(model, size, rounds, chunk, peers, lr=0.1) -> dict:
             rates[name].append(n / (time.perf_counter() - t))
     info = knetc.cache_info(KNETC[model].loss, with_loss=True)
     row = {"model": model, "unit": "sentences/s" if model == "treenn" else "words/s",
-           "verify": check, "first": first,
+           "verify": check, "first": first, "warm": warm, "warm_rate": warm_rate,
            "rate": {k: statistics.median(v) for k, v in rates.items()},
            "rates": rates,
-           "cache": {f: getattr(info, f) - getattr(info0, f) for f in info._fields},
+           "cache": {f: getattr(info, f) - getattr(info1, f) for f in info._fields},
+           "cache_all": {f: getattr(info, f) - getattr(info0, f) for f in info._fields},
            "cache_entries": info.entries}
     if "torch" in names:
         row["knetc/torch"] = statistics.median(a / b for a, b in zip(rates["knetc"],
@@ -402,10 +419,18 @@ def _fmt(x):
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
 
+def _warm(row) -> str:
+    w = row.get("warm_rate") or {}
+    if not w:
+        return "-"
+    return f"{row['warm']}: " + "/".join(_fmt(w[k]) for k in ("knetc", "torch") if k in w)
+
+
 def report(rows) -> str:
     """The result table as text."""
     lines = [f"{'model':<13}{'unit':<12}{'knetc':>9}{'torch':>9}{'autograd':>9}"
-             f"{'k/torch':>9}{'k/ag':>7}  first chunk (k/t/ag)     1st step k/t s   cache h/m/t0"]
+             f"{'k/torch':>9}{'k/ag':>7}  first chunk (k/t/ag)     1st step k/t s"
+             f"   warm-up n: k/t        cache h/m/t0"]
     for r in rows:
         rate, fst = r["rate"], r["first"]
         c = r["cache"]
@@ -417,7 +442,8 @@ def report(rows) -> str:
             f"  {'/'.join(_fmt(fst[k]['first_chunk_rate']) for k in fst):<24}"
             f"  {fst['knetc']['first_step_s']:.3f}/"
             f"{fst['torch']['first_step_s'] if 'torch' in fst else float('nan'):.3f}"
-            f"   {c['hits']}/{c['misses']}/{c['tier0']}")
+            f"   {_warm(r):<20}"
+            f"{c['hits']}/{c['misses']}/{c['tier0']}")
     return "\n".join(lines)
 
 
@@ -428,6 +454,8 @@ def main(argv=None) -> list:
     p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {MODELS}")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--chunk", type=int, default=None, help="examples per round")
+    p.add_argument("--warm", type=int, default=None,
+                   help="examples of warm-up between the first chunk and the rounds")
     p.add_argument("--no-autograd", action="store_true")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--threads", default="1", help="BLAS/OpenMP/torch threads (default 1)")
@@ -446,11 +474,15 @@ def main(argv=None) -> list:
               "quick": dict(rnnlm=1, tagger=30, tagger_char=15, treenn=15),
               "full": dict(rnnlm=2, tagger=100, tagger_char=50, treenn=40)}[size]
     rounds = a.rounds or {"dry": 1, "quick": 3, "full": 5}[size]
+    warms = {"dry": dict(rnnlm=1, tagger=2, tagger_char=2, treenn=2),
+             "quick": dict(rnnlm=4, tagger=300, tagger_char=150, treenn=60),
+             "full": dict(rnnlm=8, tagger=1000, tagger_char=500, treenn=200)}[size]
     rows = []
     print(f"DyNet benchmarks ({size}; {_N} thread(s); peers: {', '.join(peers) or 'none'})",
           flush=True)
     for m in models:
-        row = bench(m, size, rounds, a.chunk or chunks[m], peers)
+        row = bench(m, size, rounds, a.chunk or chunks[m], peers,
+                    warm=warms[m] if a.warm is None else a.warm)
         rows.append(row)
         print(report([row]).split("\n")[-1] if len(rows) > 1 else report([row]), flush=True)
     if a.json:

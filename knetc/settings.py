@@ -20,7 +20,8 @@ import threading
 
 _ENV = {"tier0": "KNETC_TIER0", "fuse": "KNETC_FUSE", "capture": "KNETC_CAPTURE",
         "select_ints": "KNETC_SELECT_INTS"}
-_DEFAULTS = {"tier0": True, "fuse": True, "capture": False, "select_ints": True}   # without an environment variable
+# without an environment variable
+_DEFAULTS = {"tier0": True, "fuse": True, "capture": False, "select_ints": True}
 _lock = threading.Lock()
 _overrides: dict[str, list] = {name: [] for name in _ENV}
 
