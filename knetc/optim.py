@@ -62,6 +62,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from knetc import optim_kernels, tree
+from knetc.runtime import cpublas
 from knetc.runtime.backend import array_module
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta", "Rmsprop",
@@ -426,6 +427,8 @@ class SGD(Optimizer):
 
     def _step(self, w, g, t, lr):
         buf, z = self._buf, self._z
+        if cpublas.axpy(-lr, g, w):   # one pass over a large NumPy parameter
+            return
         if z is not None:
             z = z[0]
             z[()] = lr

@@ -424,40 +424,46 @@ def _cell_backward(mode: str, xp: Any, Wx: Any, Wh: Any, xin: Any, cache: dict, 
     if mode == "lstm":
         G, C, TC, c0 = cache["G"], cache["C"], cache["TC"], cache["c0"]
         dG = _pooled(xp, "dG", (T, B, 4 * H), dt)
+        # The factors that do not depend on the recurrence, for all steps at once (a few calls
+        # over (T, B, H) instead of a dozen small ones per step); then each step is
+        #   do = dh * Ao,  dc = dh * Bc + dc_next,  [di, df, dg] = dc * K,  dc_next = dc * f.
+        G4 = G.reshape(T, B, 4, H)
+        i, f, gg, o = G4[:, :, 0], G4[:, :, 1], G4[:, :, 2], G4[:, :, 3]
+        Ao = _pooled(xp, "bAo", (T, B, H), dt)
+        xp.subtract(1, o, out=Ao)
+        Ao *= o
+        Ao *= TC                                   # tanh(c) o (1 - o)
+        Bc = _pooled(xp, "bBc", (T, B, H), dt)
+        xp.multiply(TC, TC, out=Bc)
+        xp.subtract(1, Bc, out=Bc)
+        Bc *= o                                    # o (1 - tanh(c)^2)
+        K = _pooled(xp, "bK", (T, B, 3, H), dt)
+        Ki, Kf, Kg = K[:, :, 0], K[:, :, 1], K[:, :, 2]
+        xp.subtract(1, i, out=Ki)
+        Ki *= i
+        Ki *= gg                                   # g i (1 - i)
+        xp.subtract(1, f, out=Kf)
+        Kf *= f                                    # c_prev f (1 - f), c_prev: the step before
+        if reverse:
+            Kf[:-1] *= C[1:]
+            Kf[-1] *= c0
+        else:
+            Kf[1:] *= C[:-1]
+            Kf[0] *= c0
+        xp.multiply(gg, gg, out=Kg)
+        xp.subtract(1, Kg, out=Kg)
+        Kg *= i                                    # (1 - g^2) i
+        dG4 = dG.reshape(T, B, 4, H)
         dc_c = xp.zeros((B, H), dt) if dcT is None else dcT
+        dc = xp.empty((B, H), dt)
         for t in steps:
             dh = dh_c if dY is None else dh_c + dY[t]
-            g = G[t]
-            i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
-            tc = TC[t]
-            s = t + prev
-            cprev = c0 if s < 0 or s >= T else C[s]
-            d = dG[t]
-            # output gate
-            do = d[:, 3 * H:]
-            xp.multiply(dh, tc, out=do)
-            do *= o
-            do *= 1 - o
-            # cell
-            dc = dh * o
-            dc *= 1 - tc * tc
+            xp.multiply(dh, Ao[t], out=dG4[t, :, 3])
+            xp.multiply(dh, Bc[t], out=dc)
             dc += dc_c
-            di = d[:, :H]
-            xp.multiply(dc, gg, out=di)
-            di *= i
-            di *= 1 - i
-            df = d[:, H:2 * H]
-            xp.multiply(dc, cprev, out=df)
-            df *= f
-            df *= 1 - f
-            dgg = d[:, 2 * H:3 * H]
-            xp.multiply(gg, gg, out=dgg)
-            xp.subtract(1, dgg, out=dgg)
-            dgg *= i
-            dgg *= dc
-            dc *= f
-            dc_c = dc
-            dh_c = xp.matmul(d, Wh)
+            xp.multiply(dc[:, None, :], K[t], out=dG4[t, :, :3])
+            dc_c = dc * f[t]
+            dh_c = xp.matmul(dG[t], Wh)
         dc0 = dc_c
         dGx = dGh = dG
     elif mode == "gru":
