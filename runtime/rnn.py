@@ -400,6 +400,13 @@ def _pooled(xp, name: str, shape: tuple, dtype) -> Any:
     return buf
 
 
+# LSTM states of at most this many numbers (batch x hidden) take the backward whose per-step work
+# is 7 small calls (the recurrence-free factors computed for all steps first): there the calls'
+# overhead dominates. Larger ones loop over steps with every factor computed in place, which
+# moves less memory (measured: 1 x 50 (a tagger) 35% faster; 256 x 334 (the char LM) 12% slower).
+_SMALL_STATE = 8192
+
+
 def _cell_backward(mode: str, xp: Any, Wx: Any, Wh: Any, xin: Any, cache: dict, dY: Any,
                    dhT: Any, dcT: Any, reverse: bool) -> tuple[Any, Any, Any, Any, Any, Any, Any]:
     """Backward of :func:`_cell_forward`: ``(dWx, dWh, dbW, dbR, dxin, dh0, dc0)``.
@@ -421,7 +428,7 @@ def _cell_backward(mode: str, xp: Any, Wx: Any, Wh: Any, xin: Any, cache: dict, 
         return h0 if s < 0 or s >= T else Y[s]
 
     dc0 = None
-    if mode == "lstm":
+    if mode == "lstm" and B * H <= _SMALL_STATE:
         G, C, TC, c0 = cache["G"], cache["C"], cache["TC"], cache["c0"]
         dG = _pooled(xp, "dG", (T, B, 4 * H), dt)
         # The factors that do not depend on the recurrence, for all steps at once (a few calls
@@ -464,6 +471,45 @@ def _cell_backward(mode: str, xp: Any, Wx: Any, Wh: Any, xin: Any, cache: dict, 
             xp.multiply(dc[:, None, :], K[t], out=dG4[t, :, :3])
             dc_c = dc * f[t]
             dh_c = xp.matmul(dG[t], Wh)
+        dc0 = dc_c
+        dGx = dGh = dG
+    elif mode == "lstm":
+        G, C, TC, c0 = cache["G"], cache["C"], cache["TC"], cache["c0"]
+        dG = _pooled(xp, "dG", (T, B, 4 * H), dt)
+        dc_c = xp.zeros((B, H), dt) if dcT is None else dcT
+        for t in steps:
+            dh = dh_c if dY is None else dh_c + dY[t]
+            g = G[t]
+            i, f, gg, o = g[:, :H], g[:, H:2 * H], g[:, 2 * H:3 * H], g[:, 3 * H:]
+            tc = TC[t]
+            s = t + prev
+            cprev = c0 if s < 0 or s >= T else C[s]
+            d = dG[t]
+            # output gate
+            do = d[:, 3 * H:]
+            xp.multiply(dh, tc, out=do)
+            do *= o
+            do *= 1 - o
+            # cell
+            dc = dh * o
+            dc *= 1 - tc * tc
+            dc += dc_c
+            di = d[:, :H]
+            xp.multiply(dc, gg, out=di)
+            di *= i
+            di *= 1 - i
+            df = d[:, H:2 * H]
+            xp.multiply(dc, cprev, out=df)
+            df *= f
+            df *= 1 - f
+            dgg = d[:, 2 * H:3 * H]
+            xp.multiply(gg, gg, out=dgg)
+            xp.subtract(1, dgg, out=dgg)
+            dgg *= i
+            dgg *= dc
+            dc *= f
+            dc_c = dc
+            dh_c = xp.matmul(d, Wh)
         dc0 = dc_c
         dGx = dGh = dG
     elif mode == "gru":

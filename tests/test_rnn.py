@@ -449,3 +449,24 @@ def test_init(mode):
     assert not np.array_equal(w, w3)
     _, w64 = rnninit(5, 7, rnnType=mode, dtype=np.float64, seed=0)
     assert w64.dtype == np.float64
+
+
+@pytest.mark.parametrize("layers,bidir", [(1, False), (2, True)])
+@pytest.mark.parametrize("douts", ["y", "all"])
+def test_lstm_backward_paths_agree(monkeypatch, layers, bidir, douts):
+    """The LSTM backward for small states (factors for all steps first) and for large ones (per
+    step, in place) compute the same gradients; the finite-difference tests above run the small
+    one, so the large one is checked against it here."""
+    r, w = _init("lstm", layers, bidir, seed=11)
+    x, hx, cx = _data(r, seed=12)
+    out = rnnforw_reserve(r, w, x, hx, cx)
+    Ry, Rh, Rc = _Rs(r, seed=13)
+    dout = (Ry, None, None) if douts == "y" else (Ry, Rh, Rc)
+    small = rnnback(r, w, x, hx, cx, out, dout)
+    monkeypatch.setattr(R, "_SMALL_STATE", 0)
+    large = rnnback(r, w, x, hx, cx, out, dout)
+    for a, b in zip(small, large):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
