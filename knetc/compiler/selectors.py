@@ -81,13 +81,15 @@ def plain(value, steer: bool = True):
     if t is IntArg:
         return value.steer() if steer else value.value
     if t is list or t is tuple:
-        if any(type(v) in _NESTED for v in value):
-            out = [plain(v, steer) for v in value]
-            return out if t is list else tuple(out)
+        for v in value:     # (a loop: this runs for every recorded operation)
+            if type(v) in _NESTED:
+                out = [plain(v, steer) for v in value]
+                return out if t is list else tuple(out)
         return value
     if t is dict:
-        if any(type(v) in _NESTED for v in value.values()):
-            return {k: plain(v, steer) for k, v in value.items()}
+        for v in value.values():
+            if type(v) in _NESTED:
+                return {k: plain(v, steer) for k, v in value.items()}
         return value
     if t is slice:
         return slice(plain(value.start, steer), plain(value.stop, steer), plain(value.step, steer))
