@@ -15,6 +15,7 @@ from .compiler.cache import CacheInfo, SpecCache
 from .compiler.codegen import compile_function
 from .compiler.parse import provide_source, watched, watching
 from .compiler.pipeline import Entry, can_run_traced, compile_trace, describe, run_traced, trace
+from .compiler import units
 from .compiler.specialize import Closure, Inlinable
 from .runtime import prims
 
@@ -209,7 +210,7 @@ class Grad(Inlinable):
         if tier0 and not isinstance(self.fun, Grad):
             with prims.training_mode(_training()):
                 tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints)
+                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=True)
                 if self._learn(tr):
                     key = None
                 if can_run_traced(tr):
@@ -595,3 +596,8 @@ def differentiable(fun: Callable | None = None, argnums=0, *, argnum=None, has_a
     if fun is None:
         return lambda f: Differentiable(f, argnums, has_aux=has_aux, source=source)
     return Differentiable(fun, argnums, has_aux=has_aux, source=source)
+
+
+# A helper called again alike at tier 0 is one operation whose backward is a gradient of its own
+# (knetc/compiler/units.py): made with grad, given to the compiler from here, above it.
+units.use_gradient(grad)

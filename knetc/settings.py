@@ -5,6 +5,8 @@
 ``KNETC_SELECT_INTS=0`` every Python int of the arguments keyed by value (by default an int that
                   only indexes arrays is data, and one that steered a trace is keyed: see
                   knetc.compiler.selectors); read when a function's cache is made
+``KNETC_UNITS=0``  helpers are always inlined (by default, in code run at tier 0, a helper called
+                  again with arguments of one kind is one operation: knetc.compiler.units)
 ``KNETC_CAPTURE=1`` GPU code written for CUDA-graph capture (matrix products through knetc's own
                   cuBLAS calls, runtime/cublas.py); off by default, ``knetc.graph_step`` turns
                   it on while it compiles and captures a step
@@ -19,16 +21,17 @@ import os
 import threading
 
 _ENV = {"tier0": "KNETC_TIER0", "fuse": "KNETC_FUSE", "capture": "KNETC_CAPTURE",
-        "select_ints": "KNETC_SELECT_INTS"}
+        "select_ints": "KNETC_SELECT_INTS", "units": "KNETC_UNITS"}
 # without an environment variable
-_DEFAULTS = {"tier0": True, "fuse": True, "capture": False, "select_ints": True}
+_DEFAULTS = {"tier0": True, "fuse": True, "capture": False, "select_ints": True, "units": True}
 _lock = threading.Lock()
 _overrides: dict[str, list] = {name: [] for name in _ENV}
 
 
 def enabled(name: str) -> bool:
-    """Is the switch ``name`` ("tier0", "fuse", "capture", "select_ints") on? An override wins over the
-    environment (a variable set to "0" is off, to anything else on), which wins over the default."""
+    """Is the switch ``name`` ("tier0", "fuse", "capture", "select_ints", "units") on? An
+    override wins over the environment (a variable set to "0" is off, to anything else on),
+    which wins over the default."""
     stack = _overrides[name]
     if stack:
         return stack[-1]

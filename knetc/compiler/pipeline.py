@@ -67,13 +67,16 @@ class Trace:
 
 
 def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
-          has_aux: bool = False, keyed_ints: frozenset | None = None) -> Trace:
+          has_aux: bool = False, keyed_ints: frozenset | None = None,
+          units: bool = False) -> Trace:
     """Specialize ``fn`` to ``args`` and write the adjoint wrt ``args[i]`` for ``i`` in
     ``argnums`` (an int, or a tuple: then the gradient is a tuple), no code yet. ``has_aux``:
     ``fn`` returns ``(loss, aux)``; aux is handed back as a value, never differentiated.
     ``keyed_ints``: the key paths of the arguments' int leaves whose values the cache key holds
     (``SpecCache.keyed_ints``); every other int leaf is an ``IntArg`` (selectors), and the paths
-    of those that steered are ``tape.steered``. None: every int is a plain value."""
+    of those that steered are ``tape.steered``. None: every int is a plain value. ``units``:
+    helpers called again with arguments of one kind may be one operation (compiler/units.py;
+    for traces run at tier 0, unless ``KNETC_UNITS=0``)."""
     t0 = time.perf_counter()
     several = type(argnums) is tuple
     argnums = argnums if several else (argnums,)
@@ -82,6 +85,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     tape.taken.update(params)
     spec = Specializer(tape)
     spec.keyed_ints = keyed_ints
+    spec.units = units and not pure and xp is np and settings.enabled("units")
     mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i in argnums), keypath=(i,))
                 for i, (p, a) in enumerate(zip(params, args))]
     for i in argnums:

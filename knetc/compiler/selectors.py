@@ -33,9 +33,15 @@ class IntArg:
             self._data = self.tape.read(self.path, self.value, False, name=self.name)
         return self._data
 
+    @property
+    def data_sym(self):
+        """The int Sym ``data`` made (its read), or None if it was not read as data."""
+        return self._data
+
     def steer(self) -> int:
         """The plain int, for a use that steers the code: guarded, and keyed from now on."""
         tape = self.tape
+        tape.steers += 1
         if self.keypath not in tape.steered:
             tape.steered.add(self.keypath)
             tape.guard(ir.BinOp("!=", self.path, ir.Const(self.value)), tape.loc[1])

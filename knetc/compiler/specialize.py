@@ -28,6 +28,7 @@ from ..runtime.backend import is_array
 from . import ir
 from .cache import spec_of
 from .parse import Parsed, parse_function
+from . import units
 from .selectors import IntArg, as_index, plain
 from .tape import RANDOM_MAKERS, Sym, Tape, concrete, identifier, is_random_source, new_generator, syms_in
 from .values import dtype_expr, value_expr
@@ -308,6 +309,8 @@ class Specializer:
         # Int leaves of the arguments become IntArgs (selectors) unless their key path is here
         # (the cache keys their values); None: every int is a plain value (keyed).
         self.keyed_ints: frozenset | None = None
+        self.units = False        # helpers called again alike become one operation (units)
+        self._inlining: list | None = None   # functions inlined while a helper is watched
 
     # -- entry --------------------------------------------------------------------------
     def run(self, fn, args, kwargs):
@@ -395,6 +398,17 @@ class Specializer:
         return f(*args, **kwargs)
 
     def call_function(self, fn, args, kwargs):
+        if self.units and self.frames and not kwargs:
+            unit, sig, leaves = units.lookup(fn, args)
+            if unit is not None and unit.usable():
+                return unit.apply(self, args, leaves)
+            if sig is not None and unit is None:
+                return self._watch(fn, args, sig, leaves)
+        return self._inline_call(fn, args, kwargs)
+
+    def _inline_call(self, fn, args, kwargs):
+        if self._inlining is not None:
+            self._inlining.append(fn)
         parsed = _MADE.get(fn.__code__) or parse_function(fn, SYNTAX)
         node = parsed.node
         cells = None
@@ -405,7 +419,26 @@ class Specializer:
                   fn.__qualname__)
         return self.run_body(node, frame)
 
+    def _watch(self, fn, args, sig, leaves):
+        """Inline a helper's first call of a kind, and tell ``units`` whether it was
+        self-contained (then later calls of that kind are one operation)."""
+        tape = self.tape
+        start, steers, stores = len(tape.ops), tape.steers, len(self._stores)
+        outer, self._inlining = self._inlining, []
+        try:
+            result = self._inline_call(fn, args, {})
+        finally:
+            inlined, self._inlining = self._inlining, outer
+            if outer is not None:
+                outer.extend(inlined)
+        clean = tape.steers == steers and len(self._stores) == stores
+        units.learn(sig, fn, args, leaves, tape.ops[start:], result, [fn] + inlined, clean,
+                    _library)
+        return result
+
     def call_closure(self, c, args, kwargs):
+        if self._inlining is not None:
+            self._inlining.append(None)     # a closure: never part of a unit
         frame = Frame(c.frame, c.frame.globals, None, c.frame.filename, c)
         self.bind(c.node.args, frame, args, kwargs, c.defaults, c.kwdefaults, c.__name__)
         return self.run_body(c.node, frame)
@@ -738,6 +771,11 @@ class Specializer:
             return getattr(builtins, name)
         except AttributeError:
             raise NameError(f"name {name!r} is not defined") from None
+
+    def read_global(self, globals_dict: dict, name: str):
+        """``name`` of a module's globals, as code of that module reads it (guarded, or read
+        when the code runs): for a unit, the functions its helper calls."""
+        return self.outside(types.SimpleNamespace(globals=globals_dict), name, globals_dict[name])
 
     def outside(self, frame, name, value, cell=None):
         """A global or closure variable: read at run time, or guarded, never silently baked."""

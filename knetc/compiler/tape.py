@@ -248,6 +248,7 @@ class Tape:
         # of those whose values steered this trace (guarded; the cache keys them from now on).
         self.intargs = 0
         self.steered: set = set()
+        self.steers = 0          # every steering use (a helper that steers is not a unit)
         self.refs: dict = {}  # id(obj) or ('exact', id) -> (code name, obj): namespace of the code
         self.taken = set(RESERVED)
         # Arrays NumPy computed here from constants alone (np.zeros(3)): id -> array (kept
@@ -766,6 +767,8 @@ def _shape_from_data(fn, args, kwargs=None) -> bool:
     if _hashable(fn) and fn in _DATA_SHAPED:
         return True
     if isinstance(fn, np.ufunc) or (_hashable(fn) and fn in _OPERATORS):
+        return False
+    if getattr(fn, "knetc_shapes_from_shapes", False):  # a unit: shapes from its signature
         return False
     syms = syms_in(args)
     if kwargs:

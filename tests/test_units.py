@@ -1,0 +1,168 @@
+"""Units (knetc.compiler.units): in a function whose calls keep missing the cache, a helper
+called again with arguments of one kind becomes one operation whose backward is compiled once.
+Every gradient is checked against central finite differences (float64) and against the same
+function with units off, on new tree shapes and values call after call; helpers that are not
+self-contained (they steer on a value, read a global array, call a function that is rebound)
+are inlined and stay exact."""
+import numpy as np
+import pytest
+
+import knetc
+from knetc import settings
+from knetc.compiler import units
+from knetc.gradcheck import numeric_grad
+
+RNG = np.random.default_rng(3)
+
+
+def params():
+    r = np.random.default_rng(7)
+    return {"E": r.standard_normal((9, 3)), "W": r.standard_normal((6, 3)) * 0.5,
+            "b": r.standard_normal(3), "U": r.standard_normal((3, 4))}
+
+
+def random_tree(rng, depth=0):
+    if depth > 2 or rng.random() < 0.3:
+        return (int(rng.integers(0, 4)), int(rng.integers(0, 9)))
+    return (int(rng.integers(0, 4)), random_tree(rng, depth + 1), random_tree(rng, depth + 1))
+
+
+def leaf(w, word):
+    h = np.tanh(w["E"][word] + w["b"])
+    return h * 0.5 + np.sin(h)
+
+
+def node(w, a, b):
+    h = np.tanh(np.concatenate([a, b]) @ w["W"] + w["b"])
+    return h, np.sum(h * h)
+
+
+def encode(w, tree):
+    if len(tree) == 2:
+        h = leaf(w, tree[1])
+        return h, 0.0, 1
+    ha, la, na = encode(w, tree[1])
+    hb, lb, nb = encode(w, tree[2])
+    h, extra = node(w, ha, hb)
+    return h, la + lb + 0.1 * extra, na + nb + 1
+
+
+def tree_loss(w, tree):
+    h, extra, count = encode(w, tree)
+    return (extra - knetc.logp(h @ w["U"])[tree[0]]) / count
+
+
+def _agree(a, b, rtol=1e-6, atol=1e-9):
+    """Equal gradients (None: a leaf the loss does not reach, zero)."""
+    for k in a:
+        x, y = a[k], b[k]
+        if x is None or y is None:
+            assert (x is None or not np.any(x)) and (y is None or not np.any(y)), k
+        else:
+            np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
+
+
+def test_trees_use_units_and_agree_with_inlined_and_finite_differences():
+    w = params()
+    g = knetc.grad(lambda w, t: tree_loss(w, t))
+    rng = np.random.default_rng(0)
+    trees = [random_tree(rng) for _ in range(40)]
+    with settings.override(units=False):
+        g_off = knetc.grad(lambda w, t: tree_loss(w, t))
+        want = [g_off(w, t) for t in trees]
+    for i, t in enumerate(trees):
+        got = g(w, t)
+        _agree(got, want[i])
+        if i % 8 == 7:
+            _agree(got, numeric_grad(tree_loss, w, t), rtol=1e-5, atol=1e-8)
+    kinds = [sig[0].__name__ for sig, u in list(units._units.items()) if isinstance(u, units.Unit)]
+    assert "leaf" in kinds and "node" in kinds
+    assert knetc.cache_info(g).tier0 >= 5
+
+
+def steering(w, x, n):
+    return np.tanh(x @ w["W"][:3]) * n if n > 1 else np.sin(x) + w["b"]
+
+
+def reads_global(w, x):
+    return np.tanh(x * SCALE + w["b"])
+
+
+SCALE = np.ones(3)
+
+
+def calls(w, x):
+    return inner(x + w["b"]) * 2.0
+
+
+def inner(x):
+    return np.tanh(x) * np.cos(x)
+
+
+def other_inner(x):
+    return np.sin(x) * 3.0
+
+
+def chain(w, xs, ns, f):
+    s = 0.0
+    for x, n in zip(xs, ns):
+        s = s + np.sum(f(w, x, n) if f is steering else f(w, x))
+    return s
+
+
+@pytest.mark.parametrize("helper", [steering, reads_global, calls])
+def test_helpers_that_are_not_self_contained_or_change_stay_exact(helper):
+    global SCALE, inner
+    w = params()
+
+    def wrap(w, xs, ns):
+        return chain(w, xs, ns, helper)
+    g = knetc.grad(wrap)
+    for step in range(12):
+        k = 2 + step % 3          # a new length every call: calls keep missing
+        xs = [RNG.standard_normal(3) for _ in range(k)]
+        ns = [int(RNG.integers(0, 3)) for _ in range(k)]
+        if step == 7:
+            SCALE = np.full(3, 2.0)       # a global array the helper reads changes
+            inner = other_inner           # and a function it calls is rebound
+        got = g(w, xs, ns)
+        _agree(got, numeric_grad(wrap, w, xs, ns), rtol=1e-5, atol=1e-8)
+    SCALE = np.ones(3)
+    inner = _inner
+
+
+_inner = inner
+
+
+def gathers(w, i, j):
+    return np.tanh(w["E"][i] * w["E"][j] + w["E"][0]) @ w["U"]
+
+
+def test_a_helper_that_only_indexes_an_embedding_scatters_rows():
+    """Rows selected twice (i == j, or 0) accumulate; the rest of the gradient stays zero."""
+    w = params()
+
+    def f(w, pairs):
+        return np.sum(np.stack([gathers(w, i, j) for i, j in pairs]) ** 2)
+    g = knetc.grad(f)
+    for k in range(10):
+        pairs = [(int(RNG.integers(0, 9)), int(RNG.integers(0, 9))) for _ in range(2 + k % 4)]
+        pairs[0] = (pairs[0][0], pairs[0][0])          # the same row twice in one call
+        _agree(g(w, pairs), numeric_grad(f, w, pairs), rtol=1e-5, atol=1e-8)
+    u = [u for sig, u in units._units.items() if sig[0] is gathers and isinstance(u, units.Unit)]
+    assert u and u[0].gathers
+
+
+def test_units_off_is_the_same_function():
+    w = params()
+    rng = np.random.default_rng(4)
+    trees = [random_tree(rng) for _ in range(12)]
+
+    def make():
+        return knetc.grad(lambda w, t: tree_loss(w, t))
+    on = make()
+    with settings.override(units=False):
+        off = make()
+        want = [off(w, t) for t in trees]
+    for t, b in zip(trees, want):
+        _agree(on(w, t), b)
