@@ -5,6 +5,7 @@ import contextlib
 import functools
 import inspect
 import threading
+import time
 import weakref
 from typing import Callable, Iterator
 
@@ -28,6 +29,10 @@ MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dep
 # specialization first runs uncompiled; it is compiled when its key comes back. KNETC_TIER0=0
 # (or ``knetc show``) compiles every specialization (knetc.settings).
 TIER0_AFTER = 2
+# A specialization whose trace (this call's forward pass, run while specializing) took this long
+# runs at tier 0 even before that: its first call then costs one forward pass, not two (and
+# compiles when its key comes back).
+SLOW_TRACE = 0.1
 
 
 def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
@@ -202,18 +207,21 @@ class Grad(Inlinable):
         is compiled, as branches of one structure tend to recur."""
         cache = self._cache
         cache.misses += 1    # counts are statistics: a race between threads may lose one
-        tier0 = new_key and cache.misses > TIER0_AFTER and cache.hits < cache.misses \
-            and settings.enabled("tier0")
-        if tier0:
+        may = new_key and settings.enabled("tier0") and not isinstance(self.fun, Grad)
+        if may:
             with self._lock:
-                tier0 = not cache.seen_once(key)
-        if tier0 and not isinstance(self.fun, Grad):
+                may = not cache.seen_once(key)     # a key that comes back is compiled
+        if may:
+            tier0 = cache.misses > TIER0_AFTER and cache.hits < cache.misses
             with prims.training_mode(_training()):
                 tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=True)
+                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=tier0)
                 if self._learn(tr):
                     key = None
-                if can_run_traced(tr):
+                # A first call whose forward pass was slow (a large model) runs at tier 0 too:
+                # compiling now would run that forward a second time.
+                slow = time.perf_counter() - tr.started >= SLOW_TRACE
+                if (tier0 or slow) and can_run_traced(tr):
                     cache.tier0 += 1
                     return run_traced(tr)
             return self._specialize_bound(bound, key=key, traced=tr).run(*bound)

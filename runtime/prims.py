@@ -109,6 +109,42 @@ def _rows_fast(x, axis=-1) -> bool:
             and os.environ.get("KNETC_ROWKERNELS", "1") != "0")
 
 
+# Rows of exp() computed at a time by _log_sum_exp: about this many numbers (256 KB of float32),
+# so that the exponentials never make an array as large as the scores (a language model's
+# (T*B, 10,001) scores are 144 MB: one pass and one fresh array fewer).
+_LSE_BLOCK = 1 << 16
+
+
+def _last_axis(x, axis) -> bool:
+    """A NumPy array reduced along its last axis, C-contiguous: the blocked CPU code applies."""
+    return type(x) is np.ndarray and x.ndim >= 1 and axis in (-1, x.ndim - 1) \
+        and x.flags.c_contiguous and x.size > 0
+
+
+def _log_sum_exp(z, m=None):
+    """``log(sum(exp(z - m), axis=-1, keepdims=True))`` of a C-contiguous NumPy array (``m``:
+    a row maximum, keepdims; None: z is already shifted), the exponentials computed a block of
+    rows at a time into one small buffer (the same sums as NumPy's, row by row)."""
+    k = z.shape[-1]
+    z2 = z.reshape(-1, k)
+    m2 = None if m is None else m.reshape(-1, 1)
+    n = z2.shape[0]
+    out = np.empty((n, 1), z.dtype)
+    rows = max(1, _LSE_BLOCK // k)
+    buf = np.empty((min(rows, n), k), z.dtype)
+    for i in range(0, n, rows):
+        blk = z2[i:i + rows]
+        b = buf[:len(blk)]
+        if m2 is None:
+            np.exp(blk, out=b)
+        else:
+            np.subtract(blk, m2[i:i + rows], out=b)
+            np.exp(b, out=b)
+        np.sum(b, axis=1, keepdims=True, out=out[i:i + rows])
+    np.log(out, out=out)
+    return out.reshape(z.shape[:-1] + (1,))
+
+
 def logp(x, axis=-1):
     """Log-softmax: x - logsumexp(x) along ``axis`` (Knet's logp; classes on the last axis)."""
     if _rows_fast(x, axis):
@@ -116,6 +152,9 @@ def logp(x, axis=-1):
     xp = array_module(x)
     m = xp.max(x, axis=axis, keepdims=True)
     z = x - m
+    if _last_axis(z, axis):     # NumPy: one new array, not three
+        z -= _log_sum_exp(z)
+        return z
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
@@ -125,6 +164,9 @@ def softmax(x, axis=-1):
         return rowkernels.softmax_rows(x)
     xp = array_module(x)
     e = xp.exp(x - xp.max(x, axis=axis, keepdims=True))
+    if type(e) is np.ndarray:     # in place: one new array, not two
+        e /= xp.sum(e, axis=axis, keepdims=True)
+        return e
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
@@ -139,6 +181,14 @@ def nll(scores, labels, average=True):
         if y is not NotImplemented:
             return y
     xp = array_module(scores)
+    if _last_axis(scores, -1) and scores.ndim == 2:
+        # NumPy: the picked log-probabilities only (x[y] - max - logsumexp), no (N, classes)
+        # array of log-probabilities
+        rows = np.arange(scores.shape[0])
+        m = scores.max(axis=1, keepdims=True)
+        picked = (scores[rows, labels] - m[:, 0]) - _log_sum_exp(scores, m)[:, 0]
+        total = -np.sum(picked)
+        return total / scores.shape[0] if average else total
     lp = logp(scores, axis=-1)
     total = -xp.sum(lp[xp.arange(lp.shape[0]), labels])
     return total / lp.shape[0] if average else total
