@@ -152,8 +152,9 @@ def logp(x, axis=-1):
     xp = array_module(x)
     m = xp.max(x, axis=axis, keepdims=True)
     z = x - m
-    if _last_axis(z, axis):     # NumPy: one new array, not three
-        z -= _log_sum_exp(z)
+    if type(z) is np.ndarray:   # NumPy: in place, one new array fewer (large ones: blocked)
+        z -= _log_sum_exp(z) if z.size > _LSE_BLOCK and _last_axis(z, axis) else \
+            np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
         return z
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
@@ -181,7 +182,7 @@ def nll(scores, labels, average=True):
         if y is not NotImplemented:
             return y
     xp = array_module(scores)
-    if _last_axis(scores, -1) and scores.ndim == 2:
+    if _last_axis(scores, -1) and scores.ndim == 2 and scores.size > _LSE_BLOCK:
         # NumPy: the picked log-probabilities only (x[y] - max - logsumexp), no (N, classes)
         # array of log-probabilities
         rows = np.arange(scores.shape[0])

@@ -311,6 +311,7 @@ class Specializer:
         self.keyed_ints: frozenset | None = None
         self.units = False        # helpers called again alike become one operation (units)
         self._inlining: list | None = None   # functions inlined while a helper is watched
+        self._unit_kinds: dict = {}          # units.lookup's memo of argument kinds
 
     # -- entry --------------------------------------------------------------------------
     def run(self, fn, args, kwargs):
@@ -399,7 +400,7 @@ class Specializer:
 
     def call_function(self, fn, args, kwargs):
         if self.units and self.frames and not kwargs:
-            unit, sig, leaves = units.lookup(fn, args)
+            unit, sig, leaves = units.lookup(fn, args, self._unit_kinds)
             if unit is not None and unit.usable():
                 return unit.apply(self, args, leaves)
             if sig is not None and unit is None:

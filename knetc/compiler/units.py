@@ -58,8 +58,10 @@ class _Not(Exception):
     """An argument a unit cannot take (an object, a set, a NumPy constant...)."""
 
 
-def _kind(v, leaves: list):
-    """The signature of one argument; its Syms and IntArgs appended to ``leaves`` in order."""
+def _kind(v, leaves: list, memo: dict):
+    """The signature of one argument; its Syms and IntArgs appended to ``leaves`` in order.
+    ``memo``: id(tuple) -> (tuple, kind, its leaves), for one trace (a recursive encoder asks
+    for every subtree's kind again at every level above it; tuples do not change)."""
     t = type(v)
     if t is Sym:
         leaves.append(v)
@@ -69,17 +71,25 @@ def _kind(v, leaves: list):
         return ("I",)
     if t is int or t is float or t is str or t is bool or v is None:
         return ("V", t, v)
-    if t is list or t is tuple:
-        return (t, tuple(_kind(x, leaves) for x in v))
+    if t is tuple:
+        hit = memo.get(id(v))
+        if hit is None or hit[0] is not v:
+            sub: list = []
+            hit = memo[id(v)] = (v, (t, tuple(_kind(x, sub, memo) for x in v)), sub)
+        leaves.extend(hit[2])
+        return hit[1]
+    if t is list:
+        return (t, tuple(_kind(x, leaves, memo) for x in v))
     if t is dict:
         if not all(type(k) is str or type(k) is int for k in v):
             raise _Not
-        return (dict, tuple((k, _kind(x, leaves)) for k, x in v.items()))
+        return (dict, tuple((k, _kind(x, leaves, memo)) for k, x in v.items()))
     raise _Not
 
 
-def lookup(fn, args):
-    """``(unit, signature, leaves)`` for a call of helper ``fn``: the unit when that kind of call
+def lookup(fn, args, memo: dict):
+    """``(unit, signature, leaves)`` for a call of helper ``fn`` (``memo``: see ``_kind``, one
+    per trace): the unit when that kind of call
     was self-contained before, None and the signature to ``learn`` under when it is new; None
     for the signature when the call is never a unit (off, an argument it cannot take, nothing
     differentiable, or known not to be self-contained)."""
@@ -87,7 +97,7 @@ def lookup(fn, args):
         return None, None, None     # (a unit's backward; generated code: a grad's adjoint)
     leaves: list = []
     try:
-        sig = (fn, tuple(_kind(a, leaves) for a in args))
+        sig = (fn, tuple(_kind(a, leaves, memo) for a in args))
         unit = _units.get(sig)
     except (_Not, TypeError):       # TypeError: an unhashable plain value
         return None, None, None
