@@ -166,3 +166,27 @@ def test_units_off_is_the_same_function():
         want = [off(w, t) for t in trees]
     for t, b in zip(trees, want):
         _agree(on(w, t), b)
+
+
+def appends(w, x, out):
+    h = np.tanh(x @ w["W"][:3] + w["b"])
+    out.append(h)
+    return np.sum(h * h) + np.sum(np.sin(h))
+
+
+def test_a_helper_that_changes_its_arguments_is_never_a_unit():
+    w = params()
+
+    def f(w, xs):
+        s = 0.0
+        for x in xs:
+            kept = []
+            s = s + appends(w, x, kept) + np.sum(kept[0] ** 2)   # what it appended counts
+        return s
+    g = knetc.grad(f)
+    for k in range(16):
+        xs = [RNG.standard_normal(3) for _ in range(3 + k)]    # a new length: calls miss
+        _agree(g(w, xs), numeric_grad(f, w, xs), rtol=1e-5, atol=1e-8)
+    assert knetc.cache_info(g).tier0 > 10
+    assert not any(isinstance(u, units.Unit) for sig, u in units._units.items()
+                   if sig[0] is appends)

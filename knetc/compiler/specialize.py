@@ -425,6 +425,7 @@ class Specializer:
         self-contained (then later calls of that kind are one operation)."""
         tape = self.tape
         start, steers, stores = len(tape.ops), tape.steers, len(self._stores)
+        before = units.contents(args)
         outer, self._inlining = self._inlining, []
         try:
             result = self._inline_call(fn, args, {})
@@ -432,7 +433,8 @@ class Specializer:
             inlined, self._inlining = self._inlining, outer
             if outer is not None:
                 outer.extend(inlined)
-        clean = tape.steers == steers and len(self._stores) == stores
+        clean = tape.steers == steers and len(self._stores) == stores and \
+            units.contents(args) == before      # (a helper that changes its arguments: never)
         units.learn(sig, fn, args, leaves, tape.ops[start:], result, [fn] + inlined, clean,
                     _library)
         return result

@@ -29,7 +29,7 @@ from .parse import provide_source
 from .selectors import IntArg
 from .tape import Sym
 
-__all__ = ["use_gradient", "lookup", "learn", "Unit", "MIN_OPS"]
+__all__ = ["use_gradient", "lookup", "learn", "contents", "Unit", "MIN_OPS"]
 
 MIN_OPS = 4          # a helper of fewer operations is inlined (a unit costs about as much)
 # A kind of call becomes a unit when seen self-contained this many times: its backward is
@@ -167,7 +167,22 @@ def learn(sig, fn, args, leaves, ops, result, inlined, clean: bool, library) -> 
         _seen.pop(sig, None)
         _units[sig] = unit if ok else False
         while len(_units) > MAX_UNITS:
-            del _units[next(iter(_units))]
+            old = _units.pop(next(iter(_units)))
+            if old is not False:
+                registry.forget(old.prim)
+
+
+def contents(v) -> tuple:
+    """What the lists and dicts inside ``v`` hold, by identity: equal before and after a call
+    that did not change them (a helper that appends to a list it was given is not a unit)."""
+    t = type(v)
+    if t is list or t is tuple:
+        return (id(v), tuple(map(id, v))) + tuple(contents(x) for x in v
+                                                  if type(x) in (list, tuple, dict))
+    if t is dict:
+        return (id(v), tuple((k, id(x)) for k, x in v.items())) + tuple(
+            contents(x) for x in v.values() if type(x) in (list, tuple, dict))
+    return ()
 
 
 def _allowed(op, reads: set) -> bool:
@@ -187,7 +202,9 @@ def _gathers(ops, leaves) -> dict:
     """``{leaf position: [index, ...]}`` for the differentiated array leaves that the helper only
     indexes with ints (``E[word]``), each index ``("leaf", position)`` (an int of its arguments,
     read as data) or ``("const", int)``: their gradient is a few rows, added into the caller's
-    gradient where they are (a scatter), not a dense array of the leaf's size per call."""
+    gradient where they are (a scatter), not a dense array of the leaf's size per call. A
+    position is negative (``-1 - position``) when nothing else uses that int: then the unit's
+    backward can take just the rows read, the ints renumbered (``Unit._make_vjp``)."""
     where = {id(a.data_sym): i for i, a in enumerate(leaves)
              if type(a) is IntArg and a.data_sym is not None}
     uses: dict = {}
@@ -205,7 +222,9 @@ def _gathers(ops, leaves) -> dict:
             if type(idx) is int:
                 specs.append(("const", idx))
             elif type(idx) is Sym and id(idx) in where:
-                specs.append(("leaf", where[id(idx)]))
+                only = all(o.fn is operator.getitem and o.args[0] is s and o.args[1] is idx
+                           for o in uses[id(idx)])
+                specs.append(("leaf" if only else "shared", where[id(idx)]))
             else:
                 break
         else:
@@ -282,6 +301,9 @@ class Unit:
         self.rest_idx = [i for i in range(len(leaves)) if i not in set(self.diff_idx)]
         # j (among the differentiated leaves) -> the indices it is gathered at (see _gathers)
         self.gathers = {j: gathers[i] for j, i in enumerate(self.diff_idx) if i in gathers}
+        # those whose indices are ints used for nothing else: the backward takes only the rows
+        self.compact = {j for j, specs in self.gathers.items()
+                        if all(how == "leaf" for how, _ in specs)}
         self._vjps: dict = {}
         name = getattr(fn, "__name__", "helper")
 
@@ -344,12 +366,22 @@ class Unit:
     def _make_vjp(self, mask):
         grad = _make_grad(self._wrapper(mask))
         kinds, n, diff_idx, rest_idx = self.kinds, self.nargs, self.diff_idx, self.rest_idx
-        gathers = self.gathers
+        gathers, compact = self.gathers, self.compact
 
         def vjp(*vals):
             leaves: list = []
             for k, v in zip(kinds, vals[:n]):
                 _values(k, v, leaves)
+            taken = {}
+            for j in compact:       # the rows read, in a small array; the ints renumbered
+                specs = gathers[j]
+                rows, inv = np.unique(np.asarray([leaves[p] for _, p in specs], np.intp),
+                                      return_inverse=True)
+                i = diff_idx[j]
+                leaves[i] = leaves[i][rows]
+                for (_, p), k in zip(specs, inv.ravel()):
+                    leaves[p] = int(k)
+                taken[j] = rows
             D = tuple(leaves[i] for i in diff_idx)
             R = tuple(leaves[i] for i in rest_idx)
             # no units inside a unit's backward: nested ones would each recompute their forward
@@ -361,9 +393,12 @@ class Unit:
                 _local.off -= 1
             out = [np.zeros_like(d) if x is None else x for x, d in zip(g, D)]
             for j, specs in gathers.items():
-                rows = np.unique(np.asarray([leaves[p] if how == "leaf" else p
-                                             for how, p in specs], np.intp))
-                out[j] = (rows, out[j][rows])
+                if j in taken:
+                    out[j] = (taken[j], out[j])
+                else:
+                    rows = np.unique(np.asarray([p if how == "const" else leaves[p]
+                                                 for how, p in specs], np.intp))
+                    out[j] = (rows, out[j][rows])
             return tuple(out)
         vjp.__name__ = f"{self.prim.__name__}_vjp"
         return vjp

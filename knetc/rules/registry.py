@@ -47,7 +47,7 @@ import threading
 from ..runtime.backend import numpy_twin
 
 __all__ = ["adjoint", "adjoint_emitter", "nondifferentiable", "alias", "static", "unbroadcast", "lookup",
-           "Rule"]
+           "forget", "Rule"]
 
 _STATIC_ATTRS = ("shape", "ndim", "size", "dtype")
 
@@ -157,6 +157,11 @@ def adjoint_emitter(*primitives, outputs: int = 1, forward=None):
             _rules[_key(fn)] = rule
         return emit
     return register
+
+
+def forget(fn) -> None:
+    """Unregister ``fn``'s rule (knetc.compiler.units drops the primitives of units it forgets)."""
+    _rules.pop(_key(fn), None)
 
 
 def nondifferentiable(*fns, impure: bool = False, outputs: int = 1):
