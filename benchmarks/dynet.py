@@ -40,6 +40,8 @@ def _threads(argv) -> str:
 _N = _threads(sys.argv[1:])
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = _N
+if hasattr(os, "sched_setaffinity"):   # pinned to that many cores: every framework alike
+    os.sched_setaffinity(0, set(sorted(os.sched_getaffinity(0))[:int(_N)]))
 
 import argparse  # noqa: E402
 import copy  # noqa: E402

@@ -48,6 +48,13 @@ threads) unless ``--threads N`` is given (OpenBLAS, OpenMP/MKL and torch get N t
 the flags ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` for N=1, which
 its CPU client may ignore); the header records them.
 
+``--threads N`` also pins the process to N cores (``sched_setaffinity``): XLA has no thread
+count, and pinning is how its maintainers say to limit it. Pinned, the frameworks' worker threads
+share the same cores, so one library's idle-spinning threads can slow the next one's steps
+(measured: knetc's MLP step 0.32 ms alone, 0.40-0.45 ms between JAX's turns on one core); with
+``--isolate`` each framework's steps run in processes of their own (the same seed, weights and
+data; ``--rounds`` processes per framework, the order rotated), the verification still in one.
+
 knetc's first-call cost is printed as "compile" (``Grad.specialize``: the traced run of the loss
 on the real arguments, adjoint generation, Python compile) and "1st call" (compile + the first
 step, which also allocates the optimizer state); "jax jit" is the first call of the jitted step.
@@ -82,6 +89,12 @@ def _preparse_threads() -> int:
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                                        " --xla_cpu_multi_thread_eigen=false"
                                        " intra_op_parallelism_threads=1").strip()
+        # ... and it is not enough: measured 2026-11-30, a large jitted dot still ran on both
+        # cores (70 ms of CPU time in 35 ms). So the process is pinned to n cores, which holds
+        # every framework's threads to them alike.
+        if hasattr(os, "sched_setaffinity"):
+            cores = sorted(os.sched_getaffinity(0))
+            os.sched_setaffinity(0, set(cores[:n]))
     return n
 
 
@@ -465,6 +478,47 @@ def measure(model: Model, steps: dict, block: int, settle: float) -> dict:
     return {n: 1e3 * statistics.median(v) for n, v in times.items()}
 
 
+def isolated(name: str, framework: str, args, repeat: int, block: int) -> list:
+    """In this process (``--worker``): the step of one framework only, warmed up, then
+    ``repeat`` timed steps in blocks with the settle sleep before each; the times in ms."""
+    model = make_models(args, np.random.default_rng(0))[name]
+    step = {"knetc": lambda m: knetc_step(m)[0], "torch": lambda m: torch_step(m)[0],
+            "jax": lambda m: jax_step(m)[0]}[framework](model)
+    for _ in range(1 if model.repeat < 20 else 5):
+        step()
+    times = []
+    for _ in range(rounds(repeat, block)):
+        if args.settle > 0:
+            time.sleep(args.settle)
+        for _ in range(block):
+            t = time.perf_counter()
+            step()
+            times.append(1e3 * (time.perf_counter() - t))
+    return times
+
+
+def measure_isolated(name: str, frameworks: list, args, repeat: int, block: int) -> dict:
+    """Each framework in ``args.rounds`` processes of its own (the order rotated between
+    rounds), ``repeat / rounds`` steps each; the median over all their steps."""
+    import json
+    import subprocess
+    times: dict = {f: [] for f in frameworks}
+    per = max(block, -(-repeat // args.rounds))
+    for r in range(args.rounds):
+        for f in frameworks[r % len(frameworks):] + frameworks[:r % len(frameworks)]:
+            cmd = [sys.executable, os.path.abspath(__file__), "--worker", name, f,
+                   "--repeat", str(per), "--block", str(block), "--settle", str(args.settle)]
+            for flag, value in (("--threads", args.threads), ("--seqlen", args.seqlen),
+                                ("--batch", args.batch)):
+                if value:
+                    cmd += [flag, str(value)]
+            if args.quick:
+                cmd.append("--quick")
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            times[f] += json.loads(out.stdout.strip().splitlines()[-1])
+    return {f: statistics.median(v) for f, v in times.items()}
+
+
 def openblas_threads() -> str:
     """OpenBLAS's thread count, read from the library NumPy loaded (best effort)."""
     libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
@@ -515,7 +569,19 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0,
                     help="batch of LeNet and CharLM (default 128 and 256)")
     ap.add_argument("--no-verify", action="store_true", help="skip the cross-framework check")
+    ap.add_argument("--isolate", action="store_true",
+                    help="time each framework in processes of its own (see the module docs)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="with --isolate: processes per framework and model (default 3)")
+    ap.add_argument("--worker", nargs=2, metavar=("MODEL", "FRAMEWORK"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        import json
+        name, framework = args.worker
+        model = make_models(args, np.random.default_rng(0))[name]
+        repeat = args.repeat or model.repeat
+        print(json.dumps(isolated(name, framework, args, repeat, args.block or model.block)))
+        return
 
     rng = np.random.default_rng(0)
     models = make_models(args, rng)
@@ -539,7 +605,12 @@ def main() -> None:
         if not args.no_verify and len(checks) > 1:
             print("  verified: " + verify(model, checks), flush=True)
         block = args.block or model.block
-        res = measure(model, steps, block, args.settle)
+        if args.isolate:
+            del steps
+            res = measure_isolated(name, ["knetc"] + [f for f in ("torch", "jax") if f in checks],
+                                   args, model.repeat, block)
+        else:
+            res = measure(model, steps, block, args.settle)
         rows.append((name, res, kcomp, kfirst, extra.get("jax_jit_s")))
         line = ", ".join(f"{k} {v:.3f} ms" for k, v in res.items())
         print(f"  {line}  (median of {rounds(model.repeat, block) * block} steps each, "
