@@ -312,6 +312,7 @@ class Specializer:
         self.units = False        # helpers called again alike become one operation (units)
         self._inlining: list | None = None   # functions inlined while a helper is watched
         self._unit_kinds: dict = {}          # units.lookup's memo of argument kinds
+        self._fixed_tuples: dict = {}        # units.contents's memo: tuples that cannot change
 
     # -- entry --------------------------------------------------------------------------
     def run(self, fn, args, kwargs):
@@ -425,7 +426,7 @@ class Specializer:
         self-contained (then later calls of that kind are one operation)."""
         tape = self.tape
         start, steers, stores = len(tape.ops), tape.steers, len(self._stores)
-        before = units.contents(args)
+        before = units.contents(args, self._fixed_tuples)
         outer, self._inlining = self._inlining, []
         try:
             result = self._inline_call(fn, args, {})
@@ -434,7 +435,7 @@ class Specializer:
             if outer is not None:
                 outer.extend(inlined)
         clean = tape.steers == steers and len(self._stores) == stores and \
-            units.contents(args) == before      # (a helper that changes its arguments: never)
+            units.contents(args, self._fixed_tuples) == before   # (one that changes them: never)
         units.learn(sig, fn, args, leaves, tape.ops[start:], result, [fn] + inlined, clean,
                     _library)
         return result

@@ -172,16 +172,25 @@ def learn(sig, fn, args, leaves, ops, result, inlined, clean: bool, library) -> 
                 registry.forget(old.prim)
 
 
-def contents(v) -> tuple:
+def contents(v, fixed: dict) -> tuple:
     """What the lists and dicts inside ``v`` hold, by identity: equal before and after a call
-    that did not change them (a helper that appends to a list it was given is not a unit)."""
+    that did not change them (a helper that appends to a list it was given is not a unit).
+    ``fixed``: id(tuple) -> the tuple, for tuples known to hold no list or dict (one trace's)."""
     t = type(v)
-    if t is list or t is tuple:
-        return (id(v), tuple(map(id, v))) + tuple(contents(x) for x in v
+    if t is tuple:
+        if fixed.get(id(v)) is v:
+            return ()
+        inner = tuple(contents(x, fixed) for x in v if type(x) in (list, tuple, dict))
+        if not any(inner):
+            fixed[id(v)] = v        # nothing in it can change
+            return ()
+        return inner
+    if t is list:
+        return (id(v), tuple(map(id, v))) + tuple(contents(x, fixed) for x in v
                                                   if type(x) in (list, tuple, dict))
     if t is dict:
         return (id(v), tuple((k, id(x)) for k, x in v.items())) + tuple(
-            contents(x) for x in v.values() if type(x) in (list, tuple, dict))
+            contents(x, fixed) for x in v.values() if type(x) in (list, tuple, dict))
     return ()
 
 
