@@ -190,3 +190,73 @@ def test_a_helper_that_changes_its_arguments_is_never_a_unit():
     assert knetc.cache_info(g).tier0 > 10
     assert not any(isinstance(u, units.Unit) for sig, u in units._units.items()
                    if sig[0] is appends)
+
+
+# -- random tree programs: units on against units off -----------------------------------------
+
+def _program(seed: int) -> str:
+    """A tree encoder whose helpers vary: an embedding read twice (the same int, another, a
+    constant), a default argument, a Python int, a list or a bare array returned."""
+    r = np.random.default_rng(seed)
+    idx2 = ["word", "0", "word2"][r.integers(3)]
+    ret = ["(h, extra)", "[h, extra, 3]", "h"][r.integers(3)]
+    call = {"(h, extra)": "h, ex = nodeh(w, ha, hb)", "[h, extra, 3]": "h, ex, _ = nodeh(w, ha, hb)",
+            "h": "h = nodeh(w, ha, hb)\n    ex = 0.0"}[ret]
+    return f"""import numpy as np
+import knetc
+
+
+def leafh(w, word, word2, scale={["1.0", "0.5"][r.integers(2)]}):
+    e = w["E"][word] * scale + w["E"][{idx2}] * 0.25
+    return np.tanh(e @ w["A"] + w["b"]), {r.integers(3)}
+
+
+def nodeh(w, a, b):
+    h = np.tanh(np.concatenate([a, b]) @ w["W"] + w["b"])
+    extra = np.sum(h * {["h", "a", "b"][r.integers(3)]})
+    return {ret}
+
+
+def enc(w, t):
+    if len(t) == 2:
+        h, k = leafh(w, t[1], t[0])
+        return h, 0.0, 1 + k
+    ha, la, na = enc(w, t[1])
+    hb, lb, nb = enc(w, t[2])
+    {call}
+    return h, la + lb + 0.1 * ex, na + nb + 1
+
+
+def loss(w, t):
+    h, extra, n = enc(w, t)
+    return (extra - knetc.logp(h @ w["U"])[t[0] % 3]) / n
+"""
+
+
+def _tree(rng, depth=0):
+    if depth > 2 or rng.random() < 0.35:
+        return (int(rng.integers(0, 5)), int(rng.integers(0, 7)))
+    return (int(rng.integers(0, 5)), _tree(rng, depth + 1), _tree(rng, depth + 1))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 5])
+def test_random_tree_programs_with_units_equal_inlined(seed, tmp_path):
+    import importlib.util
+    path = tmp_path / f"units_prog_{seed}.py"
+    path.write_text(_program(seed))
+    spec = importlib.util.spec_from_file_location(f"units_prog_{seed}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rng = np.random.default_rng(seed)
+    w = {"E": rng.standard_normal((7, 3)), "A": rng.standard_normal((3, 3)),
+         "b": rng.standard_normal(3), "W": rng.standard_normal((6, 3)) * 0.5,
+         "U": rng.standard_normal((3, 3))}
+    trees = [_tree(rng) for _ in range(30)]
+    with settings.override(units=False):
+        off = knetc.grad(lambda w, t: mod.loss(w, t))
+        want = [off(w, t) for t in trees]
+    g = knetc.grad(mod.loss)
+    for t, b in zip(trees, want):
+        _agree(g(w, t), b, rtol=1e-9, atol=1e-12)
+    assert any(isinstance(u, units.Unit) for sig, u in list(units._units.items())
+               if getattr(sig[0], "__module__", None) == mod.__name__)
