@@ -27,7 +27,7 @@ from ..rules import registry
 from . import ir
 from .parse import provide_source
 from .selectors import IntArg
-from .tape import Sym
+from .tape import Sym, syms_in
 
 __all__ = ["use_gradient", "lookup", "learn", "contents", "Unit", "MIN_OPS"]
 
@@ -154,7 +154,7 @@ def learn(sig, fn, args, leaves, ops, result, inlined, clean: bool, library) -> 
     if ok and seen >= after:
         used = set()
         for op in ops:
-            for s in _syms(op.args, []) + _syms(op.kwargs, []):
+            for s in syms_in(op.args) + syms_in(op.kwargs):
                 used.add(id(s))
         unit = Unit(fn, sig, leaves, used, shape, len(outs), args, _bindings(inlined, library),
                     _gathers(ops, leaves))
@@ -218,7 +218,7 @@ def _gathers(ops, leaves) -> dict:
              if type(a) is IntArg and a.data_sym is not None}
     uses: dict = {}
     for op in ops:
-        for x in _syms(op.args, []) + _syms(op.kwargs, []):
+        for x in syms_in(op.args) + syms_in(op.kwargs):
             uses.setdefault(id(x), []).append(op)
     out = {}
     for i, s in enumerate(leaves):
@@ -254,21 +254,6 @@ def _bindings(inlined, library) -> list:
                 if not (isinstance(v, types.ModuleType) and library(v)):
                     seen.add((id(g), name))
                     out.append((g, name, v))
-    return out
-
-
-def _syms(v, out):
-    t = type(v)
-    if t is Sym:
-        out.append(v)
-    elif t is list or t is tuple:
-        for x in v:
-            _syms(x, out)
-    elif t is dict:
-        for x in v.values():
-            _syms(x, out)
-    elif t is slice:
-        _syms((v.start, v.stop, v.step), out)
     return out
 
 
@@ -349,7 +334,7 @@ class Unit:
         outs = y if type(y) is tuple else (y,)
         grads = [E.adj.grad_of(o) if o is not None else None for o in outs]
         mask = tuple(g is not None for g in grads)
-        leaves = _syms(list(args), [])
+        leaves = syms_in(list(args))
         diff = [leaves[i] for i in self.diff_idx]
         if not any(mask) or not diff:
             return
