@@ -6,14 +6,19 @@ missing the cache pays specializing, adjoint generation and compilation for all 
 every call. Here a helper's first call with arguments of one kind (``signature``: the function,
 the structure of its arguments, each array's shape, dtype and differentiability, the values of
 its plain Python arguments; the arguments' ints that only select are data) is inlined and
-watched; if it was *self-contained* (every operation a pure primitive call, no guard, store, read
-of a global, random draw or ``forward=`` primitive, no int that steered, and every global it and
-the helpers it inlined can name a module, function or class), later calls of that kind become one
-operation (``Unit``): its forward calls the helper itself on arrays, its backward is the
-gradient of ``sum(outputs * their gradients)`` with respect to the array arguments it used,
-compiled once per kind by ``knetc.grad`` (so its forward runs again there: a recomputation, not
-saved memory). Only traces run at tier 0 (knetc.api: functions whose calls mostly miss) use
-units, so code that is reused is still written out whole. ``KNETC_UNITS=0`` turns them off.
+watched; if it was *self-contained* (every operation a pure primitive call or a read of its own
+ints as data; no guard but on the identity of the functions it calls, no store, read of a global
+array, random draw or ``forward=`` primitive, no int that steered, no change to its arguments;
+every global it and the helpers it inlined can name is a library module, a function or a class;
+no closures) and that kind came back often enough (``UNIT_AFTER``, ``OPS_PER_SIGHTING``), later
+calls of that kind become one operation (``Unit``): its forward calls the helper itself on
+arrays, its backward is the gradient of ``sum(outputs * their gradients)`` with respect to the
+array arguments it used, compiled once per kind by ``knetc.grad`` (so its forward runs again
+there: a recomputation, not saved memory); an embedding it only indexes gets back the rows it
+read (``_gathers``). Each trace that uses a unit guards the functions its helper calls, and a
+unit is not used once one of them was rebound (``Unit.usable``). Only traces run at tier 0
+(knetc.api: functions whose calls mostly miss) use units, so code that is reused is still
+written out whole. ``KNETC_UNITS=0`` turns them off.
 """
 from __future__ import annotations
 
@@ -107,9 +112,9 @@ def lookup(fn, args, memo: dict):
 
 
 def _names_ok(fn, library) -> bool:
-    """Does every global name ``fn``'s code loads (and every closure cell) hold a library
-    module (``library(module)``), a function or a class: nothing whose value could change the
-    trace in a way a unit would not see?"""
+    """Is ``fn`` a function without closure cells or mutable defaults, each global name its code
+    loads holding a library module (``library(module)``), a function or a class: nothing whose
+    value could change the trace in a way a unit would not see?"""
     if fn is None or not isinstance(fn, types.FunctionType) or fn.__closure__:
         return False
     if fn.__defaults__ and not all(type(d) in (int, float, str, bool, type(None))
