@@ -29,6 +29,7 @@ PyTorch's CPU when it is installed), timing nothing: a check that the script wil
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 
@@ -216,31 +217,12 @@ def bench_imdb(dev, size, torch=None):
     batches = [(xs[i * B:(i + 1) * B], ys[i * B:(i + 1) * B]) for i in range(4)]
     w = dev.put(imdb_gru.initmodel(vocab, embed, hidden, seed=0))
     opts = optimizers(w, Adam, lr=0.001)
-    lg = knetc.gradloss(imdb_gru.loss)
-    kb = [(dev.xp.asarray(x), dev.xp.asarray(y)) for x, y in batches]
-    state = {"i": 0}
-
-    def kstep():
-        x, y = kb[state["i"] % 4]
-        state["i"] += 1
-        dw, _ = lg(w, x, y)
-        update(w, dw, opts)
-
+    kstep = _knetc_steps(imdb_gru.loss, w, opts, batches, dev)
     tstep = None
     if torch is not None:
         m = torch_gru(torch, vocab, embed, hidden).to(dev.tdev).train()
         opt = torch.optim.Adam(m.parameters(), 0.001, betas=(0.9, 0.999), eps=1e-8)
-        crit = torch.nn.CrossEntropyLoss()
-        tb = [(torch.from_numpy(x).to(dev.tdev), torch.from_numpy(y).to(dev.tdev))
-              for x, y in batches]
-        tstate = {"i": 0}
-
-        def tstep():
-            x, y = tb[tstate["i"] % 4]
-            tstate["i"] += 1
-            opt.zero_grad()
-            crit(m(x), y).backward()
-            opt.step()
+        tstep = _torch_steps(torch, m, opt, batches, dev)
     return _steps_result("imdb_gru", kstep, tstep, size, IMDB_BATCHES, dev,
                          f"batch {B} x {T} ids, embed {embed}, GRU {hidden}, Adam")
 
@@ -253,33 +235,40 @@ def bench_cifar(dev, size, torch=None):
     knetc.init.seed(0)
     w = dev.put(cifar_vgg.initweights(ch, hid, size=S))
     opts = optimizers(w, Momentum, lr=0.01, gamma=0.9)
-    lg = knetc.gradloss(cifar_vgg.loss)
-    kb = [(dev.xp.asarray(x), dev.xp.asarray(y)) for x, y in batches]
-    state = {"i": 0}
-
-    def kstep():
-        x, y = kb[state["i"] % 2]
-        state["i"] += 1
-        dw, _ = lg(w, x, y)
-        update(w, dw, opts)
-
+    kstep = _knetc_steps(cifar_vgg.loss, w, opts, batches, dev)
     tstep = None
     if torch is not None:
         m = torch_vgg(torch, ch, hid, size=S).to(dev.tdev).train()
         opt = torch.optim.SGD(m.parameters(), 0.01, momentum=0.9)
-        crit = torch.nn.CrossEntropyLoss()
-        tb = [(torch.from_numpy(x).to(dev.tdev), torch.from_numpy(y).to(dev.tdev))
-              for x, y in batches]
-        tstate = {"i": 0}
-
-        def tstep():
-            x, y = tb[tstate["i"] % 2]
-            tstate["i"] += 1
-            opt.zero_grad()
-            crit(m(x), y).backward()
-            opt.step()
+        tstep = _torch_steps(torch, m, opt, batches, dev)
     return _steps_result("cifar_vgg", kstep, tstep, size, CIFAR_BATCHES, dev,
                          f"batch {B} x 3 x {S} x {S}, channels {ch[0]}/{ch[1]}, SGD momentum")
+
+
+def _knetc_steps(loss, w, opts, batches, dev):
+    """One knetc training step (``gradloss`` + ``update``) per call, on the batches in turn."""
+    lg = knetc.gradloss(loss)
+    cycle = itertools.cycle([(dev.xp.asarray(x), dev.xp.asarray(y)) for x, y in batches])
+
+    def kstep():
+        x, y = next(cycle)
+        dw, _ = lg(w, x, y)
+        update(w, dw, opts)
+    return kstep
+
+
+def _torch_steps(torch, m, opt, batches, dev):
+    """One torch training step (cross-entropy, backward, ``opt.step``) per call, in turn."""
+    crit = torch.nn.CrossEntropyLoss()
+    cycle = itertools.cycle([(torch.from_numpy(x).to(dev.tdev), torch.from_numpy(y).to(dev.tdev))
+                             for x, y in batches])
+
+    def tstep():
+        x, y = next(cycle)
+        opt.zero_grad()
+        crit(m(x), y).backward()
+        opt.step()
+    return tstep
 
 
 def _steps_result(name, kstep, tstep, size, per_epoch, dev, what):
