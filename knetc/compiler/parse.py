@@ -123,16 +123,18 @@ def parse_function(fn, allowed: frozenset) -> Parsed:
         return hit[1]
     parsed = _parse(fn, code, allowed)
     with _lock:
-        _cache[id(code)] = (weakref.ref(code, _forget(id(code))), parsed)
+        _cache[id(code)] = (weakref.ref(code, _forget(_cache, id(code))), parsed)
     return parsed
 
 
-def _forget(key):
+def _forget(table: dict, key):
+    """A weakref callback dropping ``table[key]`` when its code object dies, unless the entry
+    was replaced meanwhile."""
     def drop(ref):
         with _lock:
-            hit = _cache.get(key)
+            hit = table.get(key)
             if hit is not None and hit[0] is ref:
-                del _cache[key]
+                del table[key]
     return drop
 
 
@@ -236,16 +238,7 @@ def provide_source(fn, text) -> None:
                  f"{what} that compiles to the running code (knetc differentiates only the code "
                  "Python runs).")
     with _lock:
-        _given[id(code)] = (weakref.ref(code, _forget_given(id(code))), found, pseudo, text)
-
-
-def _forget_given(key):
-    def drop(ref):
-        with _lock:
-            hit = _given.get(key)
-            if hit is not None and hit[0] is ref:
-                del _given[key]
-    return drop
+        _given[id(code)] = (weakref.ref(code, _forget(_given, id(code))), found, pseudo, text)
 
 
 def _register(name: str, text: str, origin: str, pseudo: str | None = None) -> tuple:
