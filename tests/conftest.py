@@ -42,6 +42,20 @@ def data_dir() -> Path:
     return d
 
 
+@pytest.fixture
+def data(monkeypatch, data_dir):
+    """Point the loaders at the shared data folder (skip when it is absent); no progress bars."""
+    monkeypatch.setenv("KNETC_DATA", str(data_dir))
+    monkeypatch.setenv("KNETC_PROGRESS", "0")
+    return data_dir
+
+
+def need(d: Path, rel: str) -> None:
+    """Skip the test unless the data folder ``d`` holds the file ``rel``."""
+    if not (d / rel).is_file():
+        pytest.skip(f"{rel} not in {d}")
+
+
 def _no_network(url, dest):
     raise OSError(f"network disabled in tests ({url})")
 

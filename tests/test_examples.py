@@ -12,27 +12,15 @@ import numpy as np
 import pytest
 
 import knetc
+from conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the examples package lives at the repository root
     sys.path.insert(0, str(ROOT))
 
 
-@pytest.fixture
-def data(monkeypatch, data_dir):
-    """Point the loaders at the shared data folder (skip when it is absent); no progress bars."""
-    monkeypatch.setenv("KNETC_DATA", str(data_dir))
-    monkeypatch.setenv("KNETC_PROGRESS", "0")
-    return data_dir
-
-
-def _need(d: Path, rel: str) -> None:
-    if not (d / rel).is_file():
-        pytest.skip(f"{rel} not in {d}")
-
-
 def test_housing_ten_steps(data, capsys):
-    _need(data, "housing/housing.data")
+    need(data, "housing/housing.data")
     from examples import housing
     r = housing.main([])
     assert r["steps"] == 10 and len(r["losses"]) == 11
@@ -43,7 +31,7 @@ def test_housing_ten_steps(data, capsys):
 
 
 def test_housing_bias_is_a_float_that_learns(data):
-    _need(data, "housing/housing.data")
+    need(data, "housing/housing.data")
     from examples import housing
     from knetc.optim import SGD, optimizers, update
     x, y = knetc.data.housing()
@@ -54,7 +42,7 @@ def test_housing_bias_is_a_float_that_learns(data):
 
 
 def test_mnist_softmax_small(data):
-    _need(data, "mnist/train-images-idx3-ubyte.gz")
+    need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_softmax
     r = mnist_softmax.main(["--small", "--quiet"])
     assert r["ntrain"] == 1000 and r["epochs"] == 1
@@ -63,7 +51,7 @@ def test_mnist_softmax_small(data):
 
 
 def test_mnist_mlp_small(data):
-    _need(data, "mnist/train-images-idx3-ubyte.gz")
+    need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_mlp
     r = mnist_mlp.main(["--small", "--epochs", "3", "--quiet"])
     assert r["hidden"] == [64]
@@ -72,7 +60,7 @@ def test_mnist_mlp_small(data):
 
 
 def test_mnist_mlp_two_hidden_layers(data):
-    _need(data, "mnist/train-images-idx3-ubyte.gz")
+    need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_mlp
     w = mnist_mlp.initweights([32, 16])
     assert [a.shape for a in w] == [(784, 32), (32,), (32, 16), (16,), (16, 10), (10,)]
@@ -83,7 +71,7 @@ def test_mnist_mlp_two_hidden_layers(data):
 
 
 def test_lenet_small(data):
-    _need(data, "mnist/train-images-idx3-ubyte.gz")
+    need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import lenet
     r = lenet.main(["--small", "--quiet"])
     assert r["ntrain"] == 1000
@@ -101,7 +89,7 @@ def test_lenet_shapes():
 
 
 def test_charlm_small(data):
-    _need(data, "text/shakespeare.txt")
+    need(data, "text/shakespeare.txt")
     from examples import charlm
     r = charlm.main(["--small", "--quiet", "--sample", "80"])
     assert r["batches"] == 40 and r["vocab"] > 60
@@ -158,7 +146,7 @@ def test_charlm_gradient_matches_finite_differences():
 
 
 def test_tutorial_quick(data, capsys):
-    _need(data, "text/shakespeare.txt")
+    need(data, "text/shakespeare.txt")
     from examples import tutorial
     r = tutorial.main(["--quick", "--sample", "40"])
     assert set(r) >= {"housing", "mnist_softmax", "mnist_mlp", "lenet", "charlm", "total_time"}

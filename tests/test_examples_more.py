@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import knetc
+from conftest import need
 from knetc import tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,19 +22,6 @@ if str(ROOT) not in sys.path:  # the examples package lives at the repository ro
     sys.path.insert(0, str(ROOT))
 
 from examples import resnet_mnist, transformer_lm  # noqa: E402
-
-
-@pytest.fixture
-def data(monkeypatch, data_dir):
-    """Point the loaders at the shared data folder (skip when it is absent); no progress bars."""
-    monkeypatch.setenv("KNETC_DATA", str(data_dir))
-    monkeypatch.setenv("KNETC_PROGRESS", "0")
-    return data_dir
-
-
-def _need(d: Path, rel: str) -> None:
-    if not (d / rel).is_file():
-        pytest.skip(f"{rel} not in {d}")
 
 
 def _f64(w):
@@ -88,7 +76,7 @@ def test_transformer_dropout_only_while_training():
 
 
 def test_transformer_trains(data):
-    _need(data, "text/shakespeare.txt")
+    need(data, "text/shakespeare.txt")
     r = transformer_lm.main(["--small", "--steps", "40", "--quiet", "--sample", "20",
                              "--testbatches", "2"])
     assert r["steps"] == 40 and r["vocab"] == 83 and len(r["losses"]) == 40
@@ -161,7 +149,7 @@ def test_resnet_eval_mode_is_per_image():
 
 
 def test_resnet_trains(data):
-    _need(data, "mnist/train-images-idx3-ubyte.gz")
+    need(data, "mnist/train-images-idx3-ubyte.gz")
     r = resnet_mnist.main(["--small", "--epochs", "1", "--ntrain", "640",
                            "--ntest", "500", "--neval", "500", "--batchsize", "64", "--quiet"])
     assert r["ntrain"] == 640 and r["epochs"] == 1 and r["channels"] == [8, 16, 32]
@@ -180,8 +168,8 @@ def test_tutorial_runs_the_new_models_only_with_more():
 
 
 def test_tutorial_quick_new_sections(data, capsys):
-    _need(data, "text/shakespeare.txt")
-    _need(data, "mnist/train-images-idx3-ubyte.gz")
+    need(data, "text/shakespeare.txt")
+    need(data, "mnist/train-images-idx3-ubyte.gz")
     from examples import tutorial
     r = tutorial.main(["--quick", "--only", "transformer_lm", "resnet_mnist", "--sample", "20"])
     assert set(r) == {"transformer_lm", "resnet_mnist", "total_time"}
