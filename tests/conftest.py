@@ -50,10 +50,14 @@ def data(monkeypatch, data_dir):
     return data_dir
 
 
-def need(d: Path, rel: str) -> None:
-    """Skip the test unless the data folder ``d`` holds the file ``rel``."""
-    if not (d / rel).is_file():
-        pytest.skip(f"{rel} not in {d}")
+@pytest.fixture
+def need(data):
+    """``need(rel)``: skip the test unless the data folder holds the file ``rel`` (the loaders
+    pointed at that folder, as ``data`` does)."""
+    def check(rel: str) -> None:
+        if not (data / rel).is_file():
+            pytest.skip(f"{rel} not in {data}")
+    return check
 
 
 def _no_network(url, dest):

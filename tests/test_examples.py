@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 
 import knetc
-from conftest import need
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the examples package lives at the repository root
     sys.path.insert(0, str(ROOT))
 
 
-def test_housing_ten_steps(data, capsys):
-    need(data, "housing/housing.data")
+def test_housing_ten_steps(data, capsys, need):
+    need("housing/housing.data")
     from examples import housing
     r = housing.main([])
     assert r["steps"] == 10 and len(r["losses"]) == 11
@@ -30,8 +29,8 @@ def test_housing_ten_steps(data, capsys):
     assert "step  10" in out
 
 
-def test_housing_bias_is_a_float_that_learns(data):
-    need(data, "housing/housing.data")
+def test_housing_bias_is_a_float_that_learns(data, need):
+    need("housing/housing.data")
     from examples import housing
     from knetc.optim import SGD, optimizers, update
     x, y = knetc.data.housing()
@@ -41,8 +40,8 @@ def test_housing_bias_is_a_float_that_learns(data):
     assert isinstance(w[1], float) and w[1] > 1.0      # pulled towards mean(y) ~ 22.5
 
 
-def test_mnist_softmax_small(data):
-    need(data, "mnist/train-images-idx3-ubyte.gz")
+def test_mnist_softmax_small(need):
+    need("mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_softmax
     r = mnist_softmax.main(["--small", "--quiet"])
     assert r["ntrain"] == 1000 and r["epochs"] == 1
@@ -50,8 +49,8 @@ def test_mnist_softmax_small(data):
     assert r["tst_acc"] > 0.5          # chance is 0.1
 
 
-def test_mnist_mlp_small(data):
-    need(data, "mnist/train-images-idx3-ubyte.gz")
+def test_mnist_mlp_small(need):
+    need("mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_mlp
     r = mnist_mlp.main(["--small", "--epochs", "3", "--quiet"])
     assert r["hidden"] == [64]
@@ -59,8 +58,8 @@ def test_mnist_mlp_small(data):
     assert r["tst_acc"] > 0.4
 
 
-def test_mnist_mlp_two_hidden_layers(data):
-    need(data, "mnist/train-images-idx3-ubyte.gz")
+def test_mnist_mlp_two_hidden_layers(need):
+    need("mnist/train-images-idx3-ubyte.gz")
     from examples import mnist_mlp
     w = mnist_mlp.initweights([32, 16])
     assert [a.shape for a in w] == [(784, 32), (32,), (32, 16), (16,), (16, 10), (10,)]
@@ -70,8 +69,8 @@ def test_mnist_mlp_two_hidden_layers(data):
     assert r["loss"] < r["loss0"]
 
 
-def test_lenet_small(data):
-    need(data, "mnist/train-images-idx3-ubyte.gz")
+def test_lenet_small(need):
+    need("mnist/train-images-idx3-ubyte.gz")
     from examples import lenet
     r = lenet.main(["--small", "--quiet"])
     assert r["ntrain"] == 1000
@@ -88,8 +87,8 @@ def test_lenet_shapes():
     assert w[4].shape == (800, 500)
 
 
-def test_charlm_small(data):
-    need(data, "text/shakespeare.txt")
+def test_charlm_small(need):
+    need("text/shakespeare.txt")
     from examples import charlm
     r = charlm.main(["--small", "--quiet", "--sample", "80"])
     assert r["batches"] == 40 and r["vocab"] > 60
@@ -145,8 +144,8 @@ def test_charlm_gradient_matches_finite_differences():
     assert gradcheck(f, model, x, y, None, None, samples=20)
 
 
-def test_tutorial_quick(data, capsys):
-    need(data, "text/shakespeare.txt")
+def test_tutorial_quick(need, capsys):
+    need("text/shakespeare.txt")
     from examples import tutorial
     r = tutorial.main(["--quick", "--sample", "40"])
     assert set(r) >= {"housing", "mnist_softmax", "mnist_mlp", "lenet", "charlm", "total_time"}

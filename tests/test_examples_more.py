@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import knetc
-from conftest import need
 from knetc import tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,8 +74,8 @@ def test_transformer_dropout_only_while_training():
     assert l1 != pytest.approx(base)
 
 
-def test_transformer_trains(data):
-    need(data, "text/shakespeare.txt")
+def test_transformer_trains(need):
+    need("text/shakespeare.txt")
     r = transformer_lm.main(["--small", "--steps", "40", "--quiet", "--sample", "20",
                              "--testbatches", "2"])
     assert r["steps"] == 40 and r["vocab"] == 83 and len(r["losses"]) == 40
@@ -148,8 +147,8 @@ def test_resnet_eval_mode_is_per_image():
         assert not np.allclose(resnet_mnist.predict(w, x)[:2], resnet_mnist.predict(w, x[:2]))
 
 
-def test_resnet_trains(data):
-    need(data, "mnist/train-images-idx3-ubyte.gz")
+def test_resnet_trains(need):
+    need("mnist/train-images-idx3-ubyte.gz")
     r = resnet_mnist.main(["--small", "--epochs", "1", "--ntrain", "640",
                            "--ntest", "500", "--neval", "500", "--batchsize", "64", "--quiet"])
     assert r["ntrain"] == 640 and r["epochs"] == 1 and r["channels"] == [8, 16, 32]
@@ -167,9 +166,9 @@ def test_tutorial_runs_the_new_models_only_with_more():
     assert tutorial.parse_args(["--more"]).only == list(tutorial.SECTIONS + tutorial.MORE)
 
 
-def test_tutorial_quick_new_sections(data, capsys):
-    need(data, "text/shakespeare.txt")
-    need(data, "mnist/train-images-idx3-ubyte.gz")
+def test_tutorial_quick_new_sections(need, capsys):
+    need("text/shakespeare.txt")
+    need("mnist/train-images-idx3-ubyte.gz")
     from examples import tutorial
     r = tutorial.main(["--quick", "--only", "transformer_lm", "resnet_mnist", "--sample", "20"])
     assert set(r) == {"transformer_lm", "resnet_mnist", "total_time"}
