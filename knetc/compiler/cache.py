@@ -62,7 +62,8 @@ _ALL = _Everything()
 def erased_spec(v, keyed_ints: frozenset, path: tuple):
     """``spec_of`` of the arguments (``path`` is where ``v`` sits: ``(argument index, item,
     ...)``), with the value of an int leaf only where its path is in ``keyed_ints``: ints that
-    only selected are data (selectors.IntArg), the rest steered and are keyed."""
+    only selected are data (selectors.IntArg), the rest steered and are keyed. (``spec_of``
+    stays a walk of its own without paths: generated guards call it on every call.)"""
     t = type(v)
     if t is int:
         return (int, v) if path in keyed_ints else int
@@ -268,9 +269,9 @@ def key_function(args: tuple, keyed_ints: frozenset | None = None):
             names = [f"{name}_{j}" for j in range(len(a))]
             if names:
                 unpack.append(f"{', '.join(names)}, = {name}{'.values()' if t is dict else ''}")
-            for j, (n, v) in enumerate(zip(names, a.values() if t is dict else a)):
-                path = (i, tuple(a)[j] if t is dict else j)
-                if not _leaf(n, v, leaves, parts, path in keyed):
+            for k, n, v in zip(a if t is dict else range(len(a)), names,
+                               a.values() if t is dict else a):
+                if not _leaf(n, v, leaves, parts, (i, k) in keyed):
                     return None
         elif not _leaf(name, a, top, parts, (i,) in keyed) and not (
                 tree.node_type(t) and

@@ -351,6 +351,11 @@ class Specializer:
     def call(self, f, args, kwargs):
         if isinstance(f, Closure):
             return self.call_closure(f, args, kwargs)
+        if isinstance(f, Inlinable):
+            return self.call_grad(f, plain(args), plain(kwargs))
+        rule = registry.lookup(f)
+        if rule is not None:    # (Tape.apply makes the arguments' ints plain: they steer)
+            return self.tape.apply(f, tuple(args), kwargs)
         if self.tape.intargs and not _inlined(f):
             # An argument's int given to anything but inlined Python steers (its value decides),
             # except where only its type counts (isinstance, type: the key checks the type) or
@@ -360,11 +365,6 @@ class Specializer:
                 args, kwargs = plain(args), plain(kwargs)
             elif how == "type":
                 args = [a.value if type(a) is IntArg else a for a in args]
-        if isinstance(f, Inlinable):
-            return self.call_grad(f, args, kwargs)
-        rule = registry.lookup(f)
-        if rule is not None:
-            return self.tape.apply(f, tuple(args), kwargs)
         if getattr(type(f), "__hash__", None) is not None and f in RANDOM_MAKERS:
             return self.tape.apply(new_generator, (f,) + tuple(args), kwargs)
         owner = getattr(f, "__self__", None)
@@ -403,7 +403,7 @@ class Specializer:
         if self.units and self.frames and not kwargs:
             unit, sig, leaves = units.lookup(fn, args, self._unit_kinds)
             if unit is not None and unit.usable():
-                return unit.apply(self, args, leaves)
+                return unit.apply(self, args)
             if sig is not None and unit is None:
                 return self._watch(fn, args, sig, leaves)
         return self._inline_call(fn, args, kwargs)
@@ -436,8 +436,7 @@ class Specializer:
                 outer.extend(inlined)
         clean = tape.steers == steers and len(self._stores) == stores and \
             units.contents(args, self._fixed_tuples) == before   # (one that changes them: never)
-        units.learn(sig, fn, args, leaves, tape.ops[start:], result, [fn] + inlined, clean,
-                    _library)
+        units.learn(sig, fn, leaves, tape.ops[start:], result, [fn] + inlined, clean, _library)
         return result
 
     def call_closure(self, c, args, kwargs):
@@ -1336,7 +1335,7 @@ def _inlined(f) -> bool:
         f = f.__func__
     elif not isinstance(f, (types.FunctionType, type)):
         f = getattr(type(f), "__call__", None)
-    return isinstance(f, types.FunctionType) and _inlinable(f) and registry.lookup(f) is None
+    return isinstance(f, types.FunctionType) and _inlinable(f)
 
 
 # Builtins that need to know about symbolic values.

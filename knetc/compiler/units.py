@@ -140,7 +140,7 @@ def _names_ok(fn, library) -> bool:
 _MISSING = object()
 
 
-def learn(sig, fn, args, leaves, ops, result, inlined, clean: bool, library) -> None:
+def learn(sig, fn, leaves, ops, result, inlined, clean: bool, library) -> None:
     """Record whether the call just inlined (``ops``: what it recorded; ``inlined``: the
     functions it inlined, None for a closure; ``clean``: no int steered, nothing stored) was
     self-contained; if so, later calls of its kind are units. ``library(module)``: a module
@@ -161,7 +161,7 @@ def learn(sig, fn, args, leaves, ops, result, inlined, clean: bool, library) -> 
         for op in ops:
             for s in syms_in(op.args) + syms_in(op.kwargs):
                 used.add(id(s))
-        unit = Unit(fn, sig, leaves, used, shape, len(outs), args, _bindings(inlined, library),
+        unit = Unit(fn, sig, leaves, used, shape, len(outs), _bindings(inlined, library),
                     _gathers(ops, leaves))
     with _lock:
         if ok and seen < after:
@@ -290,11 +290,11 @@ class Unit:
     """One kind of call of a helper as one primitive: its forward calls the helper, its rule
     writes one call of the backward (``vjp``)."""
 
-    def __init__(self, fn, sig, leaves, used, shape, nout, args, bindings, gathers):
+    def __init__(self, fn, sig, leaves, used, shape, nout, bindings, gathers):
         self.fn, self.sig, self.shape, self.nout = fn, sig, shape, nout
         self.bindings = bindings
         self.kinds = sig[1]
-        self.nargs = len(args)
+        self.nargs = len(self.kinds)
         self.diff_idx = [i for i, s in enumerate(leaves)
                          if type(s) is Sym and s.diff and id(s) in used]
         self.rest_idx = [i for i in range(len(leaves)) if i not in set(self.diff_idx)]
@@ -324,7 +324,7 @@ class Unit:
         """Are the globals its helper named still the objects they were when it was learned?"""
         return all(g.get(name, _MISSING) is v for g, name, v in self.bindings)
 
-    def apply(self, spec, args, leaves):
+    def apply(self, spec, args):
         """Record one call of the unit on the trace; the helper's result."""
         tape = spec.tape
         for g, name, _ in self.bindings:
