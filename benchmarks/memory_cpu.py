@@ -22,12 +22,6 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
 
 
 def worker(model: str, framework: str, steps: int) -> dict:
@@ -36,18 +30,20 @@ def worker(model: str, framework: str, steps: int) -> dict:
     sys.path.insert(0, HERE)
     import numpy as np
     import tutorial_cpu as T
+
+    from knetc.runtime.memory import rss_bytes
     args = argparse.Namespace(quick=True, batch=0, seqlen=0, repeat=0)
     m = T.make_models(args, np.random.default_rng(0))[model]
     make = {"knetc": T.knetc_step, "torch": T.torch_step, "jax": T.jax_step}[framework]
     import gc
     gc.collect()
-    base = _rss()       # the model and the data built; nothing of the framework's step yet
+    base = rss_bytes()       # the model and the data built; nothing of the framework's step yet
     peak = [base]
     done = threading.Event()
 
     def sample():
         while not done.is_set():
-            r = _rss()
+            r = rss_bytes()
             if r > peak[0]:
                 peak[0] = r
             time.sleep(0.0002)
@@ -55,14 +51,14 @@ def worker(model: str, framework: str, steps: int) -> dict:
     t.start()
     step = make(m)[0]   # knetc compiles (and runs a first step) here, JAX jits on its first
     step()
-    first = max(peak[0], _rss())
-    after = _rss()      # the second measure: later steps, above what the first one left
+    first = max(peak[0], rss_bytes())
+    after = rss_bytes()      # the second measure: later steps, above what the first one left
     peak[0] = after
     for _ in range(steps - 1):
         step()
     done.set()
     t.join()
-    later = max(peak[0], _rss())
+    later = max(peak[0], rss_bytes())
     return {"model": model, "framework": framework, "base_mb": base / 2**20,
             "peak_mb": (max(first, later) - base) / 2**20, "later_mb": (later - after) / 2**20}
 

@@ -65,7 +65,7 @@ def memory() -> dict:
         return {"device": f"cuda:{cupy.cuda.Device().id}", "used_bytes": pool.used_bytes(),
                 "total_bytes": pool.total_bytes(), "pool_free_bytes": pool.free_bytes(),
                 "device_free_bytes": free, "device_total_bytes": total, "peak_bytes": _last_peak}
-    out = {"device": "cpu", "max_rss_bytes": _max_rss(), "rss_bytes": _rss(),
+    out = {"device": "cpu", "max_rss_bytes": _max_rss(), "rss_bytes": rss_bytes(),
            "traced_bytes": None, "traced_peak_bytes": None, "peak_bytes": _last_peak}
     if tracemalloc.is_tracing():
         out["traced_bytes"], out["traced_peak_bytes"] = tracemalloc.get_traced_memory()
@@ -126,7 +126,8 @@ def _max_rss() -> int | None:
     return r if sys.platform == "darwin" else r * 1024      # bytes on macOS, KiB on Linux
 
 
-def _rss() -> int | None:
+def rss_bytes() -> int | None:
+    """The process's resident set size now, in bytes (Linux's /proc; None elsewhere)."""
     try:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
