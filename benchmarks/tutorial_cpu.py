@@ -64,7 +64,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
-import glob
 import os
 import platform
 import statistics
@@ -105,6 +104,7 @@ import numpy as np  # noqa: E402
 import knetc  # noqa: E402
 import knetc.optim as KO  # noqa: E402
 from knetc.runtime.conv import conv4, pool  # noqa: E402
+from knetc.runtime.cpublas import openblas_libraries  # noqa: E402
 from knetc.runtime.rnn import rnninit, rnnforw, rnnparam  # noqa: E402
 
 try:
@@ -521,8 +521,7 @@ def measure_isolated(name: str, frameworks: list, args, repeat: int, block: int)
 
 def openblas_threads() -> str:
     """OpenBLAS's thread count, read from the library NumPy loaded (best effort)."""
-    libs = glob.glob(os.path.join(os.path.dirname(np.__file__), "..", "numpy.libs", "*openblas*"))
-    for lib in libs:
+    for lib in openblas_libraries():
         try:
             so = ctypes.CDLL(lib)
         except OSError:

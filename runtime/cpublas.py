@@ -18,7 +18,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["axpy", "available"]
+__all__ = ["axpy", "available", "openblas_libraries"]
 
 # Below this many elements the ctypes call (a few µs) costs more than the pass it saves.
 MIN_SIZE = 1 << 15
@@ -30,7 +30,8 @@ _state: dict = {}
 _lock = threading.Lock()
 
 
-def _libraries() -> list[str]:
+def openblas_libraries() -> list[str]:
+    """The OpenBLAS shared libraries NumPy's wheel carries (paths; empty for other builds)."""
     base = os.path.dirname(os.path.dirname(np.__file__))
     own = os.path.dirname(np.__file__)
     return sorted(glob.glob(os.path.join(base, "numpy.libs", "*openblas*")) +
@@ -40,7 +41,7 @@ def _libraries() -> list[str]:
 def _load() -> dict:
     """``{np.float32: fn, np.float64: fn}`` of the axpy entry points found (empty if none)."""
     found = {}
-    for path in _libraries():
+    for path in openblas_libraries():
         try:
             lib = ctypes.CDLL(path)
         except OSError:
