@@ -260,3 +260,48 @@ def test_random_tree_programs_with_units_equal_inlined(seed, tmp_path):
         _agree(g(w, t), b, rtol=1e-9, atol=1e-12)
     assert any(isinstance(u, units.Unit) for sig, u in list(units._units.items())
                if getattr(sig[0], "__module__", None) == mod.__name__)
+
+
+def labelled(w, tree):
+    """A subtree's state and loss; its leaves call ``leaf`` (itself a unit by then)."""
+    if len(tree) == 2:
+        h = leaf(w, tree[1])
+        return h, -knetc.logp(h @ w["U"])[tree[0]]
+    ha, la = labelled(w, tree[1])
+    hb, lb = labelled(w, tree[2])
+    h, _ = node(w, ha, hb)
+    return h, la + lb - knetc.logp(h @ w["U"])[tree[0]]
+
+
+def same_label(tree):
+    if len(tree) == 2:
+        return (tree[1] % 4, tree[1] % 4)
+    return (tree[0], same_label(tree[1]), same_label(tree[2]))
+
+
+def labelled_loss(w, tree):
+    return labelled(w, tree)[1]
+
+
+def test_a_unit_inside_a_unit_gathers_its_rows():
+    """A recurring subtree's unit calls ``leaf``'s unit, which only gathers rows of E: the outer
+    unit gathers them too (rows scattered, never a dense zero array of E's size per call), even
+    when the same word id also labels a node (an int used twice)."""
+    w = params()
+    g = knetc.grad(labelled_loss)
+    with settings.override(units=False):
+        off = knetc.grad(labelled_loss)
+    rng = np.random.default_rng(11)
+    for k in range(40):
+        t = random_tree(rng)
+        if k % 3 == 0:          # each word also labels its leaf: those ints are shared
+            t = same_label(t)
+        got = g(w, t)
+        _agree(got, off(w, t))
+        if k % 6 == 5:
+            _agree(got, numeric_grad(labelled_loss, w, t), rtol=1e-5, atol=1e-8)
+    outer = [u for sig, u in units._units.items() if sig[0] is labelled and isinstance(u, units.Unit)]
+    assert outer, "no subtree of labelled became a unit"
+    e_pos = [j for u in outer for j, i in enumerate(u.diff_idx) if j in u.gathers]
+    assert e_pos, "the outer units do not gather E's rows"
+    assert any(u.compact for u in outer)

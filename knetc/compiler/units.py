@@ -159,8 +159,11 @@ def learn(sig, fn, leaves, ops, result, inlined, clean: bool, library) -> None:
     if ok and seen >= after:
         used = set()
         for op in ops:
-            for s in syms_in(op.args) + syms_in(op.kwargs):
-                used.add(id(s))
+            inner = getattr(op.fn, "knetc_unit", None)
+            syms = syms_in(op.args) + syms_in(op.kwargs)
+            if inner is not None:       # what a unit inside uses of what it was given
+                syms = [syms[p] for p in inner.diff_idx]
+            used.update(map(id, syms))
         unit = Unit(fn, sig, leaves, used, shape, len(outs), _bindings(inlined, library),
                     _gathers(ops, leaves))
     with _lock:
@@ -217,32 +220,57 @@ def _gathers(ops, leaves) -> dict:
     indexes with ints (``E[word]``), each index ``("leaf", position)`` (an int of its arguments,
     read as data) or ``("const", int)``: their gradient is a few rows, added into the caller's
     gradient where they are (a scatter), not a dense array of the leaf's size per call. A
-    position is negative (``-1 - position``) when nothing else uses that int: then the unit's
-    backward can take just the rows read, the ints renumbered (``Unit._make_vjp``)."""
+    position is ``"leaf"`` when nothing else uses that int (``"shared"`` otherwise): then the
+    unit's backward can take just the rows read, the ints renumbered (``Unit._make_vjp``).
+    A unit called inside (``leaf`` inside a recurring subtree's ``encode``) indexes with the
+    gathers it was learned with."""
     where = {id(a.data_sym): i for i, a in enumerate(leaves)
              if type(a) is IntArg and a.data_sym is not None}
     uses: dict = {}
     for op in ops:
         for x in syms_in(op.args) + syms_in(op.kwargs):
             uses.setdefault(id(x), []).append(op)
+
+    def only_indexes(idx, s) -> bool:       # is every use of int ``idx`` an index into ``s``?
+        for o in uses[id(idx)]:
+            inner = getattr(o.fn, "knetc_unit", None)
+            if inner is None:
+                if not (o.fn is operator.getitem and o.args[0] is s and o.args[1] is idx):
+                    return False
+            elif not inner.indexes_only(o.args, idx, s):
+                return False
+        return True
+
     out = {}
     for i, s in enumerate(leaves):
         if type(s) is not Sym or not s.diff or id(s) not in uses or not s.ndim:
             continue
         specs = []
         for op in uses[id(s)]:
-            idx = op.args[1] if op.fn is operator.getitem and len(op.args) == 2 \
-                and op.args[0] is s and not op.kwargs else None
-            if type(idx) is int:
-                specs.append(("const", idx))
-            elif type(idx) is Sym and id(idx) in where:
-                only = all(o.fn is operator.getitem and o.args[0] is s and o.args[1] is idx
-                           for o in uses[id(idx)])
-                specs.append(("leaf" if only else "shared", where[id(idx)]))
+            inner = getattr(op.fn, "knetc_unit", None)
+            if inner is not None:
+                found = inner.indices_into(op.args, s)
+                if found is None:
+                    break
+                pairs = found
+            elif op.fn is operator.getitem and len(op.args) == 2 and op.args[0] is s \
+                    and not op.kwargs:
+                pairs = [op.args[1]]
             else:
                 break
+            for idx in pairs:
+                if type(idx) is int:
+                    specs.append(("const", idx))
+                elif type(idx) is Sym and id(idx) in where:
+                    specs.append(("leaf" if only_indexes(idx, s) else "shared", where[id(idx)]))
+                else:
+                    break
+            else:
+                continue
+            break
         else:
-            out[i] = specs
+            if specs:
+                out[i] = specs
     return out
 
 
@@ -303,6 +331,10 @@ class Unit:
         # those whose indices are ints used for nothing else: the backward takes only the rows
         self.compact = {j for j, specs in self.gathers.items()
                         if all(how == "leaf" for how, _ in specs)}
+        self._diff_pos = {i: j for j, i in enumerate(self.diff_idx)}
+        # position of an int used only to index one gathered leaf -> that leaf's j
+        self._only_into = {p: j for j, specs in self.gathers.items()
+                           for how, p in specs if how == "leaf"}
         self._vjps: dict = {}
         name = getattr(fn, "__name__", "helper")
 
@@ -313,12 +345,36 @@ class Unit:
         # its result's shapes follow from its signature (the helper was self-contained: no
         # shape decided by values), so none is guarded (knetc.compiler.tape._shape_from_data)
         prim.knetc_shapes_from_shapes = True
+        prim.knetc_unit = self      # (a unit inside another gathers as it did: _gathers)
         self.prim = prim
         params = ", ".join(f"a{i}" for i in range(self.nargs))
         ns = {"_emit": self._emit}
         exec(f"def emit(E, y{', ' if params else ''}{params}):\n"    # noqa: S102
              f"    return _emit(E, y, ({params}{',' if self.nargs == 1 else ''}))\n", ns)
         registry.adjoint_emitter(prim, outputs=nout)(ns["emit"])
+
+    def indices_into(self, args, s):
+        """The indices (ints, int Syms) with which a call of this unit on ``args`` reads the
+        leaf ``s``, if it only gathers rows of it (or does not use it); else None."""
+        leaves = syms_in(list(args))
+        found = []
+        for p, x in enumerate(leaves):
+            if x is not s or p not in self._diff_pos:
+                continue
+            specs = self.gathers.get(self._diff_pos[p])
+            if specs is None:
+                return None
+            found.extend(q if how == "const" else leaves[q] for how, q in specs)
+        return found
+
+    def indexes_only(self, args, idx, s) -> bool:
+        """Does a call of this unit on ``args`` use the int ``idx`` only to index ``s``?"""
+        leaves = syms_in(list(args))
+        for p, x in enumerate(leaves):
+            if x is idx and p not in self._only_into or x is idx and \
+                    leaves[self.diff_idx[self._only_into[p]]] is not s:
+                return False
+        return True
 
     def usable(self) -> bool:
         """Are the globals its helper named still the objects they were when it was learned?"""
