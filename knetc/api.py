@@ -225,6 +225,20 @@ class Grad(Inlinable):
                     cache.tier0 += 1
                     return run_traced(tr)
             return self._specialize_bound(bound, key=key, traced=tr).run(*bound)
+        if settings.enabled("tier0") and not isinstance(self.fun, Grad):
+            # Compiled now; if specializing ran a slow forward pass, this call's gradient comes
+            # from the values it recorded (tier 0's run) rather than from running that forward
+            # again in the new code.
+            with prims.training_mode(_training()):
+                tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
+                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints)
+                if self._learn(tr):
+                    key = None
+                slow = time.perf_counter() - tr.started >= SLOW_TRACE
+                entry = self._specialize_bound(bound, key=key, traced=tr)
+                if slow and can_run_traced(tr):
+                    return run_traced(tr)
+            return entry.run(*bound)
         return self._specialize_bound(bound, key=key).run(*bound)
 
     def specialize(self, args, kwargs=None, *, pure: bool = False) -> Entry:

@@ -159,6 +159,31 @@ def logp(x, axis=-1):
     return z - xp.log(xp.sum(xp.exp(z), axis=axis, keepdims=True))
 
 
+LOGP_BACK_MIN = _LSE_BLOCK    # logp's gradient of arrays at least this large: logp_back
+
+
+def logp_back(dy, y, axis=-1):
+    """The gradient of logp's input, ``dy - exp(y) * sum(dy, axis)``, from the gradient ``dy``
+    of its output ``y``. One new array; a large C-contiguous NumPy one is written a block of
+    rows at a time (each block's exp, scale and difference in cache), not in three passes over
+    three arrays as large as the scores."""
+    xp = array_module(y)
+    s = xp.sum(dy, axis=axis, keepdims=True)
+    if not (_last_axis(y, axis) and type(dy) is np.ndarray and dy.shape == y.shape
+            and dy.flags.c_contiguous):
+        return dy - xp.exp(y) * s
+    k = y.shape[-1]
+    y2, dy2, s2 = y.reshape(-1, k), dy.reshape(-1, k), s.reshape(-1, 1)
+    out = np.empty(y2.shape, np.result_type(dy.dtype, y.dtype))
+    rows = max(1, _LSE_BLOCK // k)
+    for i in range(0, y2.shape[0], rows):
+        o = out[i:i + rows]
+        np.exp(y2[i:i + rows], out=o)
+        o *= s2[i:i + rows]
+        np.subtract(dy2[i:i + rows], o, out=o)
+    return out.reshape(y.shape)
+
+
 def softmax(x, axis=-1):
     """exp(x) / sum(exp(x)) along ``axis``."""
     if _rows_fast(x, axis):

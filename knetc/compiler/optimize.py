@@ -134,15 +134,17 @@ LOWERING_NAMES = {"index_add": prims.index_add, "add_rows": prims.add_rows}
 SMALL = 0
 
 
-def insert_frees(stmts: list[ir.Stmt], keep, nbytes=None) -> list[ir.Stmt]:
+def insert_frees(stmts: list[ir.Stmt], keep, nbytes=None, given=(), small: int = SMALL
+                 ) -> list[ir.Stmt]:
     """``del`` each temporary right after its last use, so the memory peak stays low and NumPy
     reuses warm memory.
 
-    ``nbytes`` maps names to their sizes where known; temporaries known to be under ``SMALL``
-    bytes are not freed."""
+    ``nbytes`` maps names to their sizes where known; temporaries known to be under ``small``
+    bytes are not freed. ``given``: names bound before the program runs that it may free too
+    (tier 0's recorded forward values)."""
     nbytes = nbytes or {}
     last: dict[str, int] = {}
-    defined = set()
+    defined = set(given)
     for i, s in enumerate(stmts):
         for n in s.defs:
             last[n] = i
@@ -152,7 +154,7 @@ def insert_frees(stmts: list[ir.Stmt], keep, nbytes=None) -> list[ir.Stmt]:
             last[n] = i
     frees: dict[int, list[str]] = {}
     for name, i in last.items():
-        if name in defined and name not in keep and nbytes.get(name, SMALL) >= SMALL:
+        if name in defined and name not in keep and nbytes.get(name, small) >= small:
             frees.setdefault(i, []).append(name)
     out = []
     for i, s in enumerate(stmts):

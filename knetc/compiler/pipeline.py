@@ -230,6 +230,9 @@ def _namespace(tape, xp, capture: bool = False) -> dict:
 # (about half the lines) and runs them over the recorded values. The whole function is compiled
 # when the same specialization is called again (knetc/api.py decides when tier 0 is used).
 
+TIER0_FREE = 1 << 16     # bytes: tier 0 deletes values at least this large after their last use
+
+
 def can_run_traced(tr: Trace) -> bool:
     """Tier 0 needs the recorded values to be this call's: no primitive whose generated forward
     differs from the traced one (random draws, running statistics; a ``forward=`` primitive
@@ -251,25 +254,48 @@ def run_traced(tr: Trace) -> tuple:
     env = _namespace(tape, tr.xp)
     env.update(zip(tr.params, tr.args))
     stores = []
+    recorded = {}       # name -> size of the forward's values
     for op in tape.ops:
         kind = op.kind
         if kind == "call" or kind == "read":
-            if type(op.outs) is tuple:
-                for o in op.outs:
-                    if o is not None:
-                        env[o.name] = o.val
-            else:
-                env[op.outs.name] = op.outs.val
+            for o in (op.outs if type(op.outs) is tuple else (op.outs,)):
+                if o is not None:
+                    env[o.name] = o.val
+                    recorded[o.name] = o.nbytes
             if op.saved is not None:        # what a forward= primitive saved while tracing
                 env[op.saved.name] = op.saved_val
+                recorded[op.saved.name] = getattr(op.saved_val, "nbytes", 0)
         elif type(op.stmt) is ir.Store:
             stores.append(op.stmt)
-    source = render_body(stores + lower_accumulation(stmts))
+    sizes = dict(adj.nbytes)
+    sizes.update(recorded)
+    # Large values are deleted after their last use, the recorded ones included (the tape lets
+    # go of them below), and those the backward never reads are not kept at all: the backward's
+    # peak memory is then the compiled code's, not the whole forward's plus the backward's.
+    # Small ones are left (a `del` costs more to compile than it saves).
+    body = insert_frees(stores + lower_accumulation(stmts), keep={"_result", *tr.params},
+                        nbytes=sizes, given=recorded, small=TIER0_FREE)
+    used = {n for s in body for n in s.uses}
+    for name in recorded:
+        if name not in used and recorded[name] >= TIER0_FREE:
+            del env[name]
+    source = render_body(body)
+    _release(tape)
     filename = register_source(source, f"{identifier(tr.fn.__name__)}_grad_tier0")
     # One dict for globals and locals: generated comprehensions see every name.
     exec(compile(source, filename, "exec"), env)
     linecache.cache.pop(filename, None)   # kept for the traceback only when it raised
     return env["_result"]
+
+
+def _release(tape) -> None:
+    """Drop the tape's references to the recorded values (run_traced is their last reader)."""
+    for op in tape.ops:
+        if op.kind == "call" or op.kind == "read":
+            for o in (op.outs if type(op.outs) is tuple else (op.outs,)):
+                if o is not None:
+                    o.val = None
+            op.saved_val = None
 
 
 def _forward_stmt(op, tape) -> ir.Stmt:

@@ -32,7 +32,17 @@ def softmax(y, x, axis=-1):
 
 @adjoint(P.logp)
 def logp(y, x, axis=-1):
-    d[x] = d[y] - np.exp(y) * np.sum(d[y], axis=axis, keepdims=True)
+    if y.size >= P.LOGP_BACK_MIN:     # one new array, not three (a language model's scores)
+        d[x] = P.logp_back(d[y], y, axis)
+    else:
+        d[x] = d[y] - np.exp(y) * np.sum(d[y], axis=axis, keepdims=True)
+
+
+@adjoint(P.logp_back)   # (gradients of gradients)
+def logp_back(g, dy, y, axis=-1):
+    e = np.exp(y)
+    d[dy] = d[g] - np.sum(d[g] * e, axis=axis, keepdims=True)
+    d[y] = -(d[g] * e) * np.sum(dy, axis=axis, keepdims=True)
 
 
 @adjoint(P.logsumexp)
