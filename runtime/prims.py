@@ -11,7 +11,7 @@ import threading
 import numpy as np
 
 from . import backend as _backend
-from . import rowkernels
+from . import pool, rowkernels
 from .backend import array_module
 
 # Per-thread flags, private to this module: read them with training() / tracing(), set them with
@@ -151,7 +151,7 @@ def logp(x, axis=-1):
         return rowkernels.logp_rows(x)
     xp = array_module(x)
     m = xp.max(x, axis=axis, keepdims=True)
-    z = x - m
+    z = pool.binary(np.subtract, x, m) if type(x) is np.ndarray else x - m
     if type(z) is np.ndarray:   # NumPy: in place, one new array fewer (large ones: blocked)
         z -= _log_sum_exp(z) if z.size > _LSE_BLOCK and _last_axis(z, axis) else \
             np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
@@ -174,7 +174,7 @@ def logp_back(dy, y, axis=-1):
         return dy - xp.exp(y) * s
     k = y.shape[-1]
     y2, dy2, s2 = y.reshape(-1, k), dy.reshape(-1, k), s.reshape(-1, 1)
-    out = np.empty(y2.shape, np.result_type(dy.dtype, y.dtype))
+    out = pool.empty(y2.shape, np.result_type(dy.dtype, y.dtype))
     rows = max(1, _LSE_BLOCK // k)
     for i in range(0, y2.shape[0], rows):
         o = out[i:i + rows]

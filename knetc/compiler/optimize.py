@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import ir
-from ..runtime import prims
+from ..runtime import pool, prims
 
 
 def eliminate_dead_code(stmts: list[ir.Stmt], live_out=()) -> list[ir.Stmt]:
@@ -123,14 +123,16 @@ def _lower_scatter(s: ir.ScatterAdd, pure, owned, keep, last, i, rename) -> list
 
 
 # Objects lowered statements name (bound in the generated code's namespace).
-LOWERING_NAMES = {"index_add": prims.index_add, "add_rows": prims.add_rows}
+LOWERING_NAMES = {"index_add": prims.index_add, "add_rows": prims.add_rows,
+                  "pool_binary": pool.binary, "pool_unary": pool.unary,
+                  "pool_matmul": pool.matmul, "pool_zeros": pool.zeros}
 
 # Arrays smaller than this are left to the function's exit. Measured (2026-11-30, one thread):
 # freeing every temporary at its last use is as fast or faster for every size tried (a 32-layer
 # MLP 630 vs 658 us per gradient, a 100-step RNN 1344 vs 1387 us, the tiny and medium MLPs equal),
 # because NumPy then reuses the freed blocks, still warm in cache, for the next results; so
 # nothing is left to the exit. (Tier 0, where each new structure compiles its code once, renders
-# no frees at all.)
+# only arrays of 64 KiB or more: pipeline.TIER0_FREE.)
 SMALL = 0
 
 
@@ -324,3 +326,55 @@ def _elementwise_type(e, shapes, dtypes):
 def _probe(t):
     """What np.result_type needs for a dtype, or a Python type (weak: a Python value)."""
     return {int: 1, float: 1.0}.get(t, t) if t in (int, float) else t
+
+
+# -- large results from the pool ------------------------------------------------------------------
+#
+# NumPy takes every array of 32 MB or more as fresh pages from the operating system and returns
+# them when it is freed, so a large model pays its working set's page faults again every step
+# (see knetc/runtime/pool.py: 0.36 s against 0.29 s for five 180 MB arrays). Generated CPU code
+# gets its large arithmetic, matrix products and zero fills from knetc.runtime.pool instead. The
+# sizes below come from the shapes known when generating (a hint: the pool functions take the
+# shape and type NumPy would give, when they run, so a hint that is wrong costs nothing but the
+# pool).
+
+_POOL_BINARY = {"+": "add", "-": "subtract", "*": "multiply", "/": "true_divide"}
+_POOL_UNARY = {"exp", "tanh", "log", "sqrt", "negative", "square"}
+
+
+def pool_large(stmts: list[ir.Stmt], shapes: dict, dtypes: dict) -> list[ir.Stmt]:
+    """``stmts`` with the large results of ``a + b`` (``- * /``), ``a @ b``, ``np.exp(x)`` (and
+    other one-argument float ufuncs) and ``np.zeros(shape, dtype)`` taken from the pool."""
+    out = []
+    for s in stmts:
+        if _plain_assign(s) and _large(s.targets[0], shapes, dtypes):
+            v = _pooled(s.value)
+            if v is not None:
+                s = ir.Assign(s.targets, v, s.loc, s.back, s.effect, s.unpack)
+        out.append(s)
+    return out
+
+
+def _large(name, shapes, dtypes) -> bool:
+    shape, dtype = shapes.get(name), dtypes.get(name)
+    return bool(shape) and isinstance(dtype, np.dtype) and \
+        int(np.prod(shape, dtype=np.int64)) * dtype.itemsize >= pool.MIN_BYTES
+
+
+def _pooled(v):
+    """The pooled form of value ``v``, or None."""
+    t = type(v)
+    if t is ir.BinOp:
+        if v.op == "@":
+            return ir.call(ir.Name("pool_matmul"), v.left, v.right)
+        name = _POOL_BINARY.get(v.op)
+        return None if name is None else \
+            ir.call(ir.Name("pool_binary"), ir.np_fn(name), v.left, v.right)
+    if t is ir.Call and type(v.func) is ir.Attr and type(v.func.value) is ir.Name \
+            and v.func.value.id == "np" and not v.kwargs:
+        f = v.func.attr
+        if f in _POOL_UNARY and len(v.args) == 1:
+            return ir.call(ir.Name("pool_unary"), v.func, v.args[0])
+        if f == "zeros" and len(v.args) == 2:
+            return ir.call(ir.Name("pool_zeros"), *v.args)
+    return None

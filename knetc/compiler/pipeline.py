@@ -16,7 +16,7 @@ from ..runtime.backend import device_namespace, devices_of, is_array
 from . import ir
 from .codegen import compile_function, register_source, render, render_body
 from .optimize import (LOWERING_NAMES, eliminate_dead_code, fold_uniform_fills, insert_frees,
-                       lower_accumulation)
+                       lower_accumulation, pool_large)
 from .shapes import shapes_from_tape
 from .reverse import Adjoint
 from .specialize import Specializer
@@ -140,7 +140,8 @@ def compile_trace(tr: Trace) -> Entry:
     stmts = eliminate_dead_code(forward + adj.stmts + [ret])
     stmts = lower_accumulation(stmts, pure=tr.pure)
     if xp is np:    # on the GPU the fused kernel absorbs the fill, and a batch-dependent constant
-        stmts = fold_uniform_fills(stmts, *shapes_from_tape(tape, adj))   # would split kernels
+        known = shapes_from_tape(tape, adj)                                   # would split kernels
+        stmts = fold_uniform_fills(stmts, *known)
     # On the GPU, runs of elementwise statements become one fused CUDA kernel each
     # (knetc/compiler/fusion; KNETC_FUSE=0 turns it off). On the CPU, NumPy's one call per
     # operation is already the fastest form.
@@ -161,6 +162,8 @@ def compile_trace(tr: Trace) -> Entry:
                 if o is not None:
                     sizes[o.name] = o.nbytes
     stmts = insert_frees(stmts, keep=set(stmts[-1].uses) | reads | set(params), nbytes=sizes)
+    if xp is np and not tr.pure:
+        stmts = pool_large(stmts, *known)   # large results reuse memory (knetc/runtime/pool.py)
 
     name = f"{identifier(fn.__name__)}_grad"
     info = {"function": fn.__qualname__, "where": _where(fn),
