@@ -151,7 +151,8 @@ def logp(x, axis=-1):
         return rowkernels.logp_rows(x)
     xp = array_module(x)
     m = xp.max(x, axis=axis, keepdims=True)
-    z = pool.binary(np.subtract, x, m) if type(x) is np.ndarray else x - m
+    z = pool.binary(np.subtract, x, m) if type(x) is np.ndarray and x.nbytes >= pool.MIN_BYTES \
+        else x - m
     if type(z) is np.ndarray:   # NumPy: in place, one new array fewer (large ones: blocked)
         z -= _log_sum_exp(z) if z.size > _LSE_BLOCK and _last_axis(z, axis) else \
             np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
@@ -196,6 +197,36 @@ def softmax(x, axis=-1):
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
+_ONES: dict = {}     # (classes, dtype) -> a vector of ones: row sums as one matrix-vector product
+
+
+def _small_rows(x) -> bool:
+    """A small C-contiguous 2-D NumPy float array (``_exp_rows`` applies)."""
+    return type(x) is np.ndarray and x.ndim == 2 and x.dtype.kind == "f" and \
+        x.flags.c_contiguous and 0 < x.size <= _LSE_BLOCK
+
+
+def _exp_rows(x, labels):
+    """``(e, sums)``: ``e = exp(x - x[i, labels[i]])`` row by row and its row sums, or None when
+    a sum overflows (a label's score far below its row's largest). For small batches NumPy's
+    reductions along a short row axis cost more than the arithmetic (``x.max(axis=1)`` of a
+    100x10 array: 7 us), so each row is shifted by its label's score instead of its maximum:
+    the loss of a row is then ``log(sums)`` with no cancellation (a confident prediction's small
+    loss keeps its digits, as with the maximum, which is the label's score there), it depends on
+    that row alone (a batch split across processes gives the same numbers), and its terms
+    include exp(0) = 1, so no sum underflows. The row sums are one product with ones."""
+    k = x.shape[1]
+    ones = _ONES.get((k, x.dtype))
+    if ones is None:
+        ones = _ONES[(k, x.dtype)] = np.ones(k, x.dtype)
+    e = x - x[np.arange(x.shape[0]), labels][:, None]
+    np.exp(e, out=e)
+    sums = e @ ones
+    if not sums.max() < np.inf:     # overflow (or NaN): the row-maximum path
+        return None
+    return e, sums
+
+
 def nll(scores, labels, average=True):
     """Negative log likelihood of 0-based integer ``labels`` (N,) under ``scores`` (N, classes).
 
@@ -206,6 +237,11 @@ def nll(scores, labels, average=True):
         y = rowkernels.nll_rows(scores, labels, average)
         if y is not NotImplemented:
             return y
+    if _small_rows(scores) and type(labels) is np.ndarray and labels.shape == scores.shape[:1]:
+        found = _exp_rows(scores, labels)
+        if found is not None:
+            total = np.sum(np.log(found[1]))
+            return total / scores.shape[0] if average else total
     xp = array_module(scores)
     if _last_axis(scores, -1) and scores.ndim == 2 and scores.size > _LSE_BLOCK:
         # NumPy: the picked log-probabilities only (x[y] - max - logsumexp), no (N, classes)
@@ -226,9 +262,16 @@ def nll_grad(scores, labels, dy, average=True):
         g = rowkernels.nll_grad_rows(scores, labels, dy, average)
         if g is not NotImplemented:
             return g
-    xp = array_module(scores)
-    g = softmax(scores, axis=-1)
-    g[xp.arange(g.shape[0]), labels] -= 1
+    found = _exp_rows(scores, labels) if _small_rows(scores) and type(labels) is np.ndarray \
+        and labels.shape == scores.shape[:1] else None
+    if found is not None:
+        g = found[0]
+        g /= found[1][:, None]
+        g[np.arange(g.shape[0]), labels] -= 1
+    else:
+        xp = array_module(scores)
+        g = softmax(scores, axis=-1)
+        g[xp.arange(g.shape[0]), labels] -= 1
     scale = dy / g.shape[0] if average else dy
     if not (isinstance(scale, (int, float)) and scale == 1):
         g *= scale

@@ -119,3 +119,32 @@ def test_a_compile_after_a_slow_trace_does_not_run_the_forward_again(monkeypatch
         np.testing.assert_allclose(g(w, x), want, rtol=1e-6, atol=1e-9)
         assert len(calls) == n
     assert knetc.cache_info(g).entries == 1 and knetc.cache_info(g).hits == 1
+
+
+def ref_nll_grad(x, y, average):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    p[np.arange(x.shape[0]), y] -= 1
+    return p / x.shape[0] if average else p
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("spread", [1.0, 30.0, 300.0])
+def test_small_nll_and_its_gradient_equal_the_row_maximum_formulas(dtype, spread):
+    """Small batches take the whole array's maximum and a product with ones for the row sums;
+    rows far below the maximum (spread 300: beyond float32's exponent range) fall back to the
+    per-row computation. Negative labels index from the end, as NumPy's indexing does."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((40, 7))
+    x[::3] += spread * rng.standard_normal((14, 1))       # rows at very different levels
+    x = x.astype(dtype)
+    y = rng.integers(-7, 7, 40)
+    lp = ref_logp(x.astype(np.float64))[np.arange(40), y]
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    for average in (True, False):
+        want = -lp.mean() if average else -lp.sum()
+        np.testing.assert_allclose(prims.nll(x, y, average), want, rtol=tol * 10, atol=tol)
+        got = prims.nll_grad(x, y, 1.0, average)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, ref_nll_grad(x.astype(np.float64), y, average),
+                                   rtol=tol * 10, atol=tol)
