@@ -2,7 +2,9 @@
 
 A 2-hidden-layer tanh MLP at a tiny size (8x8 weights, batch 4) and a medium size (256x256,
 batch 64): median time of the loss f, knetc's cached grad, a hand-written forward+backward and
-autograd's grad, with ratios; the first-call (specialize + generate + compile) time; and a
+autograd's grad, with ratios; the first-call (specialize + generate + compile) time; programs of
+many small operations (a 32-layer tanh MLP of width 64, a 100-step tanh RNN loop), against
+their hand-written gradients; and a
 tree-structured model (DyNet's treenn) in which every call has a new tree, so every call compiles.
 
 Timings are interleaved (each round times every contender once, in turn) and the ratios are
@@ -119,6 +121,94 @@ def bench_mlp(n, batch, quick):
         row["knetc/ag"] = ratio(times, "knetc", "autograd")
     row["first"] = first_call
     return row
+
+
+# ---- many small operations: a 32-layer MLP and a 100-step RNN -------------------------
+def deep_loss(w, x, y):
+    h = x
+    for i in range(0, len(w), 2):
+        h = np.tanh(h @ w[i] + w[i + 1])
+    return np.mean((h - y) ** 2)
+
+
+def deep_handwritten(w, x, y):
+    hs = [x]
+    for i in range(0, len(w), 2):
+        hs.append(np.tanh(hs[-1] @ w[i] + w[i + 1]))
+    r = hs[-1] - y
+    loss = np.mean(r * r)
+    dh = r * (2.0 / r.size)
+    g = [None] * len(w)
+    for i in range(len(w) - 2, -1, -2):
+        h = hs[i // 2 + 1]
+        dz = dh * (1 - h * h)
+        g[i] = hs[i // 2].T @ dz
+        g[i + 1] = dz.sum(axis=0)
+        dh = dz @ w[i].T
+    return g, loss
+
+
+def rnn_loss(w, xs, y):
+    h = np.zeros((xs.shape[1], w["Wh"].shape[0]), np.float32)
+    for t in range(xs.shape[0]):
+        h = np.tanh(xs[t] @ w["Wx"] + h @ w["Wh"] + w["b"])
+    return np.mean((h @ w["Wo"] - y) ** 2)
+
+
+def rnn_handwritten(w, xs, y):
+    hs = [np.zeros((xs.shape[1], w["Wh"].shape[0]), np.float32)]
+    for t in range(xs.shape[0]):
+        hs.append(np.tanh(xs[t] @ w["Wx"] + hs[-1] @ w["Wh"] + w["b"]))
+    r = hs[-1] @ w["Wo"] - y
+    loss = np.mean(r * r)
+    dr = r * (2.0 / r.size)
+    g = {"Wx": np.zeros_like(w["Wx"]), "Wh": np.zeros_like(w["Wh"]),
+         "b": np.zeros_like(w["b"]), "Wo": hs[-1].T @ dr}
+    dh = dr @ w["Wo"].T
+    for t in range(xs.shape[0] - 1, -1, -1):
+        h = hs[t + 1]
+        dz = dh * (1 - h * h)
+        g["Wx"] += xs[t].T @ dz
+        g["Wh"] += hs[t].T @ dz
+        g["b"] += dz.sum(axis=0)
+        dh = dz @ w["Wh"].T
+    return g, loss
+
+
+def bench_case(loss, hand, args, number, quick):
+    """Interleaved medians of the loss alone, knetc's cached grad and the hand-written gradient
+    on the same arguments (checked equal first)."""
+    g = knetc.grad(loss)
+    t = time.perf_counter()
+    gk = g(*args)
+    first_call = time.perf_counter() - t
+    gh, _ = hand(*args)
+    for a, b in zip(knetc.tree.leaves(gk), knetc.tree.leaves(gh)):
+        assert np.allclose(a, b, rtol=1e-3, atol=1e-5), f"{loss.__name__}: knetc != hand"
+    fns = {"f": lambda: loss(*args), "knetc": lambda: g(*args), "hand": lambda: hand(*args)}
+    times = interleaved(fns, 7 if quick else 25, number)
+    row = {k: statistics.median(v) for k, v in times.items()}
+    row["knetc/hand"] = ratio(times, "knetc", "hand")
+    row["first"] = first_call
+    return row
+
+
+def small_ops_cases(quick):
+    rng = np.random.default_rng(2)
+    n, batch = 64, 32
+    deep = [a.astype(np.float32) for _ in range(32)
+            for a in (rng.standard_normal((n, n)) / np.sqrt(n), np.zeros(n))]
+    x = rng.standard_normal((batch, n)).astype(np.float32)
+    yield "MLP 32 layers of 64, b 32", bench_case(
+        deep_loss, deep_handwritten, (deep, x, np.zeros((batch, n), np.float32)), 10, quick)
+    hidden, inp, steps, batch = 64, 32, 100, 16
+    w = {"Wx": rng.standard_normal((inp, hidden)) / np.sqrt(inp),
+         "Wh": rng.standard_normal((hidden, hidden)) / np.sqrt(hidden),
+         "b": np.zeros(hidden), "Wo": rng.standard_normal((hidden, 1)) / np.sqrt(hidden)}
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    xs = rng.standard_normal((steps, batch, inp)).astype(np.float32)
+    yield "RNN loop, 100 steps", bench_case(
+        rnn_loss, rnn_handwritten, (w, xs, np.zeros((batch, 1), np.float32)), 5, quick)
 
 
 # ---- treenn: a new tree every call ----------------------------------------------------
@@ -259,6 +349,9 @@ def main(argv=None):
               f"{r['hand']*1e6:>8.1f}us{(ag or float('nan'))*1e6:>8.1f}us"
               f"{r['knetc/hand']:>12.2f}{r.get('knetc/ag', float('nan')):>10.2f}"
               f"{r['first']*1e3:>8.1f}ms")
+    for name, r in small_ops_cases(quick):
+        print(f"{name:<26}{r['f']*1e6:>6.0f}us{r['knetc']*1e6:>8.0f}us{r['hand']*1e6:>8.0f}us"
+              f"{'':>10}{r['knetc/hand']:>12.2f}{'':>10}{r['first']*1e3:>8.1f}ms")
     t = bench_tree(quick)
     print(f"\ntreenn (new tree every call, {t['leaves']:.0f} leaves on average): sentences/s, "
           "medians over rounds")
