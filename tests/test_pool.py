@@ -138,3 +138,11 @@ def test_python_numbers_stay_python_numbers(small_pool):
     got = pool.binary(np.multiply, 1.0, 2)
     assert type(got) is float and got == 2.0
     assert (pool.binary(np.multiply, got, np.ones(3, np.float32))).dtype == np.float32
+
+
+def test_nothing_is_pooled_inside_off(small_pool):
+    """The compiler specializes and runs tier 0 under pool.off(): values of one call."""
+    with pool.off():
+        a = pool.empty((8, 8), np.float32)
+        assert a.base is None and pool.binary(np.add, a, 1.0).base is None
+    assert pool.empty((8, 8), np.float32).base is not None

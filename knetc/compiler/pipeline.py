@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import errors, settings, tree
-from ..runtime import prims
+from ..runtime import pool, prims
 from ..runtime.backend import device_namespace, devices_of, is_array
 from . import ir
 from .codegen import compile_function, register_source, render, render_body
@@ -102,7 +102,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
             call_kwargs[p] = value
         else:
             call_args.append(value)
-    result = spec.run(fn, call_args, call_kwargs)
+    with pool.off():    # the values of one call: no buffers kept for later (runtime/pool.py)
+        result = spec.run(fn, call_args, call_kwargs)
     aux = None
     if has_aux:
         result, aux = _split_aux(result, fn, spec.result_loc)
@@ -286,7 +287,8 @@ def run_traced(tr: Trace) -> tuple:
     _release(tape)
     filename = register_source(source, f"{identifier(tr.fn.__name__)}_grad_tier0")
     # One dict for globals and locals: generated comprehensions see every name.
-    exec(compile(source, filename, "exec"), env)
+    with pool.off():
+        exec(compile(source, filename, "exec"), env)
     linecache.cache.pop(filename, None)   # kept for the traceback only when it raised
     return env["_result"]
 
