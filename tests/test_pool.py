@@ -48,10 +48,10 @@ def test_sizes_share_a_class_and_the_limit_holds(small_pool, monkeypatch):
 
 
 @pytest.mark.parametrize("a,b", [
-    (np.arange(12.0).reshape(3, 4), np.arange(4.0)),
-    (np.ones((3, 1), np.float32), np.arange(4, dtype=np.float32)),
+    (np.arange(12.0).reshape(3, 4), np.arange(1.0, 5.0)),
+    (np.ones((3, 1), np.float32), np.arange(1, 5, dtype=np.float32)),
     (np.ones((2, 3), np.float32), 2.5),                  # a Python float stays weak
-    (3, np.arange(6, dtype=np.int64).reshape(2, 3)),
+    (3, np.arange(1, 7, dtype=np.int64).reshape(2, 3)),
     (np.ones((2, 3), np.float32), np.ones((2, 3), np.float64)),
 ])
 @pytest.mark.parametrize("ufunc", [np.add, np.subtract, np.multiply, np.true_divide])
