@@ -77,6 +77,21 @@ def recording() -> Iterator[list[Entry]]:
         _listeners.remove(entries.append)
 
 
+_NO_HIT = object()
+
+
+def _run_entries(cache, entries, args):
+    """The result of the first cached entry whose guards hold for ``args`` (a hit), or _NO_HIT."""
+    for entry in entries:
+        try:
+            result = entry.run(*args)
+        except errors.GuardFailed:
+            continue
+        cache.hits += 1
+        return result
+    return _NO_HIT
+
+
 class Grad(Inlinable):
     """``grad(f)``: a callable returning the gradient of ``f`` wrt argument ``argnum``.
 
@@ -157,19 +172,31 @@ class Grad(Inlinable):
     def __call__(self, *args, **kwargs):
         if kwargs or not self._simple or len(args) != self._npos:
             args = self._bind(args, kwargs)
-        cache = self._cache
+        # Code generated for NumPy arrays is the same whatever the GPU-only switches (fuse,
+        # capture) say, so while the training cache holds only such code a hit there needs no
+        # look at them (reading them from the environment costs more than a tiny step's
+        # arithmetic); a miss, eval mode, an override block or GPU code takes the cache the
+        # switches select (its hits are counted there).
+        cache = self._train_cache
+        if cache.device_code or prims.training_requested() is False or settings.overridden():
+            cache = self._cache
         if cache.watch and not cache.fresh():   # a __code__ replaced in place (IPython's autoreload)
             self._revalidate()
         key = cache.key(args)
         entries = cache.get(key)
         if entries is not None:
-            for entry in entries:
-                try:
-                    result = entry.run(*args)
-                except errors.GuardFailed:
-                    continue
-                cache.hits += 1
+            result = _run_entries(cache, entries, args)
+            if result is not _NO_HIT:
                 return self.finish(result)
+        selected = self._cache
+        if selected is not cache:       # a switch selects another variant: look there
+            cache = selected
+            key = cache.key(args)
+            entries = cache.get(key)
+            if entries is not None:
+                result = _run_entries(cache, entries, args)
+                if result is not _NO_HIT:
+                    return self.finish(result)
         return self.finish(self._specialize_call(args, key, new_key=entries is None))
 
     def finish(self, result):
@@ -282,6 +309,8 @@ class Grad(Inlinable):
 
     def _store(self, key, entry: Entry) -> None:
         with self._lock:
+            if entry.on_device:
+                self._cache.device_code = True
             self._cache.depend(watched() or ())
             entries = self._cache.setdefault(key, [])
             # The same code again (``source`` re-specializes to find the branch these arguments

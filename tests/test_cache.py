@@ -610,3 +610,29 @@ def test_many_shapes_keep_the_cache_and_linecache_bounded():
     live = [f for f in linecache.cache if str(f).startswith("<knetc-")
             and str(f).endswith("-bounded_loss_grad>")]
     assert len(live) <= held + 1
+
+
+def _fast_path_loss(w, x):
+    return np.sum(np.tanh(x @ w) ** 2)
+
+
+def test_numpy_code_is_hit_whatever_the_gpu_switches_say(monkeypatch):
+    """Code generated for NumPy arrays does not depend on the GPU-only switches (fuse,
+    capture): a call hits it without reading them, and the same gradient comes back. Eval mode
+    still selects its own specialization."""
+    import knetc
+    from knetc.runtime import prims
+    rng = np.random.default_rng(0)
+    w, x = rng.standard_normal((3, 2)), rng.standard_normal((4, 3))
+    g = knetc.grad(_fast_path_loss)
+    first = g(w, x)
+    info = knetc.cache_info(g)
+    monkeypatch.setenv("KNETC_FUSE", "0")
+    monkeypatch.setenv("KNETC_CAPTURE", "1")
+    np.testing.assert_array_equal(g(w, x), first)
+    after = knetc.cache_info(g)
+    assert after.hits == info.hits + 1 and after.misses == info.misses
+    with prims.training_mode(False):
+        np.testing.assert_allclose(g(w, x), first)
+    assert knetc.cache_info(g).hits == after.hits        # eval mode: the other cache
+    np.testing.assert_allclose(first, knetc.numeric_grad(_fast_path_loss, w, x), rtol=1e-6)

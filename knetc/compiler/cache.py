@@ -141,6 +141,9 @@ class SpecCache(dict):
         self._once: dict = {}
         self._fast = None      # the generated key function for the first call's structure
         self.watch: tuple = ()  # (weakref.proxy(function), code object), read on every call
+        # Some entry was generated for arrays not NumPy's: the GPU-only switches (fuse, capture)
+        # may select other code for a call, so the call reads them (knetc.api.Grad.__call__).
+        self.device_code = False
         self._watched: dict = {}  # id(proxy) -> (id(function), id(code)): what is watched
 
     def key(self, args: tuple):

@@ -38,6 +38,7 @@ class Entry:
     seconds: float
     info: dict = field(default_factory=dict)
     run: object = None
+    on_device: bool = False   # generated for arrays not NumPy's (the GPU switches apply to it)
 
     def __post_init__(self):
         if self.run is None:
@@ -185,7 +186,8 @@ def compile_trace(tr: Trace) -> Entry:
     compiled = compile_function(source, name, namespace)
     nops = sum(1 for s in stmts if type(s) not in (ir.Free, ir.Return))
     run = _in_mode(compiled, tr.training) if _reads_training(tape) else compiled
-    return Entry(compiled, source, name, nops, time.perf_counter() - tr.started, info=info, run=run)
+    return Entry(compiled, source, name, nops, time.perf_counter() - tr.started, info=info, run=run,
+                 on_device=xp is not np)
 
 
 def _reads_training(tape) -> bool:
