@@ -178,7 +178,8 @@ class Grad(Inlinable):
         # arithmetic); a miss, eval mode, an override block or GPU code takes the cache the
         # switches select (its hits are counted there).
         cache = self._train_cache
-        if cache.device_code or prims.training_requested() is False or settings.overridden():
+        if cache.device_code or prims.training_requested() is False or \
+                settings.overridden("fuse", "capture"):
             cache = self._cache
         if cache.watch and not cache.fresh():   # a __code__ replaced in place (IPython's autoreload)
             self._revalidate()

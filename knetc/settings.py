@@ -26,7 +26,6 @@ _ENV = {"tier0": "KNETC_TIER0", "fuse": "KNETC_FUSE", "capture": "KNETC_CAPTURE"
 _DEFAULTS = {"tier0": True, "fuse": True, "capture": False, "select_ints": True, "units": True}
 _lock = threading.Lock()
 _overrides: dict[str, list] = {name: [] for name in _ENV}
-_active = [0]       # override blocks open now (any switch)
 
 
 def enabled(name: str) -> bool:
@@ -40,9 +39,9 @@ def enabled(name: str) -> bool:
     return _DEFAULTS[name] if value is None else value != "0"
 
 
-def overridden() -> bool:
-    """Is any switch overridden now (inside some ``override`` block)?"""
-    return _active[0] > 0
+def overridden(*names: str) -> bool:
+    """Is one of these switches overridden now (inside an ``override`` block setting it)?"""
+    return any(_overrides[name] for name in names)
 
 
 @contextlib.contextmanager
@@ -51,11 +50,10 @@ def override(**switches: bool):
     with _lock:
         for name, value in switches.items():
             _overrides[name].append(bool(value))
-        _active[0] += 1
     try:
         yield
     finally:
         with _lock:
             for name in switches:
                 _overrides[name].pop()
-            _active[0] -= 1
+
