@@ -80,6 +80,14 @@ def recording() -> Iterator[list[Entry]]:
 _NO_HIT = object()
 
 
+def _lookup(cache, args) -> tuple:
+    """``(key, entries, result)`` of ``args`` in ``cache``: the result of the first entry whose
+    guards hold for them (a hit), or _NO_HIT."""
+    key = cache.key(args)
+    entries = cache.get(key)
+    return key, entries, _NO_HIT if entries is None else _run_entries(cache, entries, args)
+
+
 def _run_entries(cache, entries, args):
     """The result of the first cached entry whose guards hold for ``args`` (a hit), or _NO_HIT."""
     for entry in entries:
@@ -183,21 +191,14 @@ class Grad(Inlinable):
             cache = self._cache
         if cache.watch and not cache.fresh():   # a __code__ replaced in place (IPython's autoreload)
             self._revalidate()
-        key = cache.key(args)
-        entries = cache.get(key)
-        if entries is not None:
-            result = _run_entries(cache, entries, args)
-            if result is not _NO_HIT:
-                return self.finish(result)
+        key, entries, result = _lookup(cache, args)
+        if result is not _NO_HIT:
+            return self.finish(result)
         selected = self._cache
         if selected is not cache:       # a switch selects another variant: look there
-            cache = selected
-            key = cache.key(args)
-            entries = cache.get(key)
-            if entries is not None:
-                result = _run_entries(cache, entries, args)
-                if result is not _NO_HIT:
-                    return self.finish(result)
+            key, entries, result = _lookup(selected, args)
+            if result is not _NO_HIT:
+                return self.finish(result)
         return self.finish(self._specialize_call(args, key, new_key=entries is None))
 
     def finish(self, result):
