@@ -236,39 +236,29 @@ class Grad(Inlinable):
         is compiled, as branches of one structure tend to recur."""
         cache = self._cache
         cache.misses += 1    # counts are statistics: a race between threads may lose one
-        may = new_key and settings.enabled("tier0") and not isinstance(self.fun, Grad)
-        if may:
+        if not settings.enabled("tier0") or isinstance(self.fun, Grad):
+            return self._specialize_bound(bound, key=key).run(*bound)
+        first = new_key
+        if first:
             with self._lock:
-                may = not cache.seen_once(key)     # a key that comes back is compiled
-        if may:
-            tier0 = cache.misses > TIER0_AFTER and cache.hits < cache.misses
-            with prims.training_mode(_training()):
-                tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=tier0)
-                if self._learn(tr):
-                    key = None
-                # A first call whose forward pass was slow (a large model) runs at tier 0 too:
-                # compiling now would run that forward a second time.
-                slow = time.perf_counter() - tr.started >= SLOW_TRACE
-                if (tier0 or slow) and can_run_traced(tr):
-                    cache.tier0 += 1
-                    return run_traced(tr)
-            return self._specialize_bound(bound, key=key, traced=tr).run(*bound)
-        if settings.enabled("tier0") and not isinstance(self.fun, Grad):
-            # Compiled now; if specializing ran a slow forward pass, this call's gradient comes
-            # from the values it recorded (tier 0's run) rather than from running that forward
-            # again in the new code.
-            with prims.training_mode(_training()):
-                tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                           has_aux=self.has_aux, keyed_ints=cache.keyed_ints)
-                if self._learn(tr):
-                    key = None
-                slow = time.perf_counter() - tr.started >= SLOW_TRACE
-                entry = self._specialize_bound(bound, key=key, traced=tr)
-                if slow and can_run_traced(tr):
-                    return run_traced(tr)
-            return entry.run(*bound)
-        return self._specialize_bound(bound, key=key).run(*bound)
+                first = not cache.seen_once(key)     # a key that comes back is compiled
+        tier0 = first and cache.misses > TIER0_AFTER and cache.hits < cache.misses
+        with prims.training_mode(_training()):
+            tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
+                       has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=tier0)
+            if self._learn(tr):
+                key = None
+            # A trace whose forward pass was slow (a large model): this call's gradient comes
+            # from the values it recorded, as at tier 0, whether or not the code is compiled
+            # now; running that forward again in new code would cost it twice.
+            slow = time.perf_counter() - tr.started >= SLOW_TRACE
+            if first and (tier0 or slow) and can_run_traced(tr):
+                cache.tier0 += 1
+                return run_traced(tr)
+            entry = self._specialize_bound(bound, key=key, traced=tr)
+            if slow and can_run_traced(tr):
+                return run_traced(tr)
+        return entry.run(*bound)
 
     def specialize(self, args, kwargs=None, *, pure: bool = False) -> Entry:
         """Compile the adjoint for these arguments (as a call would pass them). ``pure`` avoids

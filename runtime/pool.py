@@ -81,11 +81,17 @@ def _release_stale() -> None:
     """Give back the free buffers not handed out in the last ``RECENT`` requests (a model whose
     shapes change every call, a language model's batch lengths, would otherwise keep a buffer per
     shape; fresh pages recycled by the system are cheaper than never-touched ones)."""
+    _give_back(lambda o: _ticks - _last[id(o)] > RECENT)
+
+
+def _give_back(which) -> None:
+    """Drop the free owners for which ``which(owner)`` holds (the caller holds ``_lock``)."""
     global _kept
     for c, owners in _owners.items():
         keep = []
         for o in owners:
-            if sys.getrefcount(o) > 3 or _ticks - _last[id(o)] <= RECENT:
+            # the list, the loop variable and getrefcount's argument: in use if more
+            if sys.getrefcount(o) > 3 or not which(o):
                 keep.append(o)
             else:
                 del _last[id(o)]
@@ -171,17 +177,8 @@ def off():
 
 def clear() -> None:
     """Forget the free buffers (those still in use stay with their users)."""
-    global _kept
     with _lock:
-        for c, owners in list(_owners.items()):
-            keep = []
-            for o in owners:
-                if sys.getrefcount(o) > 3:
-                    keep.append(o)
-                else:
-                    del _last[id(o)]
-                    _kept -= c
-            owners[:] = keep
+        _give_back(lambda o: True)
 
 
 def stats() -> dict:

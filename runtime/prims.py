@@ -200,10 +200,12 @@ def softmax(x, axis=-1):
 _ONES: dict = {}     # (classes, dtype) -> a vector of ones: row sums as one matrix-vector product
 
 
-def _small_rows(x) -> bool:
-    """A small C-contiguous 2-D NumPy float array (``_exp_rows`` applies)."""
+def _small_rows(x, labels) -> bool:
+    """Small C-contiguous 2-D NumPy float scores and an array of one label per row
+    (``_exp_rows`` applies)."""
     return type(x) is np.ndarray and x.ndim == 2 and x.dtype.kind == "f" and \
-        x.flags.c_contiguous and 0 < x.size <= _LSE_BLOCK
+        x.flags.c_contiguous and 0 < x.size <= _LSE_BLOCK and type(labels) is np.ndarray \
+        and labels.shape == x.shape[:1]
 
 
 def _exp_rows(x, labels):
@@ -237,7 +239,7 @@ def nll(scores, labels, average=True):
         y = rowkernels.nll_rows(scores, labels, average)
         if y is not NotImplemented:
             return y
-    if _small_rows(scores) and type(labels) is np.ndarray and labels.shape == scores.shape[:1]:
+    if _small_rows(scores, labels):
         found = _exp_rows(scores, labels)
         if found is not None:
             total = np.sum(np.log(found[1]))
@@ -262,8 +264,7 @@ def nll_grad(scores, labels, dy, average=True):
         g = rowkernels.nll_grad_rows(scores, labels, dy, average)
         if g is not NotImplemented:
             return g
-    found = _exp_rows(scores, labels) if _small_rows(scores) and type(labels) is np.ndarray \
-        and labels.shape == scores.shape[:1] else None
+    found = _exp_rows(scores, labels) if _small_rows(scores, labels) else None
     if found is not None:
         g = found[0]
         g /= found[1][:, None]

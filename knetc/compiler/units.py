@@ -241,33 +241,37 @@ def _gathers(ops, leaves) -> dict:
                 return False
         return True
 
+    def specs_of(op, s):        # how ``op`` indexes leaf ``s``: specs, or None (not only so)
+        inner = getattr(op.fn, "knetc_unit", None)
+        if inner is not None:
+            indices = inner.indices_into(op.args, s)
+        elif op.fn is operator.getitem and len(op.args) == 2 and op.args[0] is s \
+                and not op.kwargs:
+            indices = [op.args[1]]
+        else:
+            return None
+        if indices is None:
+            return None
+        specs = []
+        for idx in indices:
+            if type(idx) is int:
+                specs.append(("const", idx))
+            elif type(idx) is Sym and id(idx) in where:
+                specs.append(("leaf" if only_indexes(idx, s) else "shared", where[id(idx)]))
+            else:
+                return None
+        return specs
+
     out = {}
     for i, s in enumerate(leaves):
         if type(s) is not Sym or not s.diff or id(s) not in uses or not s.ndim:
             continue
         specs = []
         for op in uses[id(s)]:
-            inner = getattr(op.fn, "knetc_unit", None)
-            if inner is not None:
-                found = inner.indices_into(op.args, s)
-                if found is None:
-                    break
-                pairs = found
-            elif op.fn is operator.getitem and len(op.args) == 2 and op.args[0] is s \
-                    and not op.kwargs:
-                pairs = [op.args[1]]
-            else:
+            found = specs_of(op, s)
+            if found is None:
                 break
-            for idx in pairs:
-                if type(idx) is int:
-                    specs.append(("const", idx))
-                elif type(idx) is Sym and id(idx) in where:
-                    specs.append(("leaf" if only_indexes(idx, s) else "shared", where[id(idx)]))
-                else:
-                    break
-            else:
-                continue
-            break
+            specs += found
         else:
             if specs:
                 out[i] = specs
@@ -371,9 +375,10 @@ class Unit:
         """Does a call of this unit on ``args`` use the int ``idx`` only to index ``s``?"""
         leaves = syms_in(list(args))
         for p, x in enumerate(leaves):
-            if x is idx and p not in self._only_into or x is idx and \
-                    leaves[self.diff_idx[self._only_into[p]]] is not s:
-                return False
+            if x is idx:
+                j = self._only_into.get(p)
+                if j is None or leaves[self.diff_idx[j]] is not s:
+                    return False
         return True
 
     def usable(self) -> bool:
