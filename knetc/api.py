@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import inspect
 import threading
 import time
@@ -223,7 +224,7 @@ class Grad(Inlinable):
     def _specialize_call(self, bound: tuple, key, new_key: bool) -> tuple:
         """``_miss``, recording the code objects the new entry depends on (``_store``); a guard
         that fails on the very call it was made for becomes a KnetcError naming the user's code."""
-        with watching():
+        with watching(), _collection_paused():
             try:
                 return self._miss(bound, key, new_key)
             except errors.GuardFailed as e:
@@ -494,6 +495,26 @@ def _user_code(fun) -> tuple:
     f = getattr(f, "func", f)          # functools.partial
     code = getattr(f, "__code__", None) or getattr(getattr(type(f), "__call__", None), "__code__", None)
     return (code.co_filename, code.co_firstlineno) if code is not None else (None, None)
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector paused while a miss specializes, compiles and runs.
+
+    A miss makes tens of thousands of short-lived objects (the trace, its IR, the adjoint), so
+    the collector would start every few hundred of them and, now and then, walk every object of
+    the process (a process that imported torch or jax holds hundreds of thousands): a fifth of a
+    new tree's cost in treenn. Paused, they cost one young-generation collection after the miss.
+    Nested misses (a unit's own gradient) leave it to the outermost; nothing is lost, as the
+    collector finds the trace's cycles in that first collection."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _guard_error(fun, e: errors.GuardFailed) -> errors.KnetcError:

@@ -638,3 +638,53 @@ def test_numpy_code_is_hit_whatever_the_gpu_switches_say(monkeypatch):
         np.testing.assert_allclose(g(w, x), first)
     assert knetc.cache_info(g).hits == after.hits        # eval mode: the other cache
     np.testing.assert_allclose(first, knetc.numeric_grad(_fast_path_loss, w, x), rtol=1e-6)
+
+
+def test_a_miss_pauses_the_garbage_collector_and_restores_it():
+    """The collector is off while a miss specializes and runs (its many short-lived objects
+    would start it over and over), on again after it (also after an error), left off when the
+    user turned it off, and the trace's cycles are collected afterwards."""
+    import gc
+    import weakref
+    seen = []
+
+    def probed(x):
+        seen.append(gc.isenabled())
+        return np.tanh(x)
+
+    @knetc.adjoint(probed)
+    def _probed(y, x):
+        d[x] = d[y] * (1 - y * y)  # noqa: F821
+
+    def loss(x, n):
+        return np.sum(probed(x) ** n)
+    x = np.linspace(-1, 1, 5)
+    g = knetc.grad(loss)
+    want = knetc.numeric_grad(loss, x, 2)
+    seen.clear()
+    assert gc.isenabled()
+    np.testing.assert_allclose(g(x, 2), want, rtol=1e-6)
+    assert seen and not any(seen) and gc.isenabled()
+    with pytest.raises(ValueError):
+        g(np.ones((2, 2)), np.ones(3))          # a miss that fails while specializing
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        g(x, 3)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    # nothing of a miss's trace outlives it once the collector ran
+    traced = []
+    real = knetc.compiler.pipeline.Tape.__init__
+
+    def keep(self):
+        real(self)
+        traced.append(weakref.ref(self))
+    try:
+        knetc.compiler.pipeline.Tape.__init__ = keep
+        g(x, 4)
+    finally:
+        knetc.compiler.pipeline.Tape.__init__ = real
+    gc.collect()
+    assert traced and all(r() is None for r in traced)

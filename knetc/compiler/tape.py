@@ -254,6 +254,9 @@ class Tape:
         # Arrays NumPy computed here from constants alone (np.zeros(3)): id -> array (kept
         # alive, so ids are not reused): ``acc += w`` may rebind such a name (specialize._owned).
         self.folded: dict[int, object] = {}
+        # id(row) -> (array, int index) for each ``array[i]`` recorded with one int (a row of an
+        # embedding): a stack of such rows of one array is recorded as one gather (_rows_of).
+        self.rows: dict[int, tuple] = {}
 
     # -- names ---------------------------------------------------------------------------
     def newname(self, base: str) -> str:
@@ -335,6 +338,10 @@ class Tape:
         if rule.alias:           # getval: the same value, cut off from the gradient
             s = syms[0]
             return Sym(self, s.name, s.val, False, temp=False)
+        if (fn is np.stack or fn is np.array) and type(args[0]) in (list, tuple):
+            gathered = self._rows_of(fn, args, kwargs)
+            if gathered is not None:
+                return gathered
         if not rule.impure:
             stacked = self._stack_lists(fn, args, kwargs)
             if stacked is not None:
@@ -396,6 +403,10 @@ class Tape:
         op = Op("call", outs, fn, args, kwargs, self.loc, rule)
         op.saved_val = saved_val
         self.ops.append(op)
+        if fn is operator.getitem and type(outs) is Sym and type(args[0]) is Sym and args[0].ndim:
+            i = args[1]
+            if type(i) is int or (type(i) is Sym and i.ndim == 0 and i.dtype.kind in "iu"):
+                self.rows[id(outs)] = (args[0], i)
         if _shape_from_data(fn, args, kwargs):
             # x[x > 0], np.nonzero(x), np.repeat(x, counts): the result's shape depends on
             # values, and the code after it was written for this shape: guard it (another shape
@@ -429,6 +440,29 @@ class Tape:
         self.guard(test, self.loc[1])
 
     # -- Python lists where NumPy takes arrays ---------------------------------------------
+    def _rows_of(self, fn, args, kwargs):
+        """``np.stack([E[i] for i in words])`` (or ``np.array`` of them): rows of one array,
+        each taken with one int, recorded as one gather ``E[np.asarray([i, ...])]``, which is
+        the same array: the backward is then one scatter of rows into E's gradient, not a
+        statement per word (and a trace of fewer operations). None when ``args`` are not so."""
+        items = args[0]
+        if len(items) < 2 or len(args) > (2 if fn is np.stack else 1):
+            return None
+        axis = args[1] if len(args) == 2 else kwargs.get("axis", 0)
+        if axis != 0 or (kwargs and (fn is np.array or set(kwargs) != {"axis"})):
+            return None
+        rows = self.rows
+        first = rows.get(id(items[0]))
+        if first is None:
+            return None
+        base, idx = first[0], []
+        for item in items:
+            got = rows.get(id(item)) if type(item) is Sym else None
+            if got is None or got[0] is not base:
+                return None
+            idx.append(got[1])
+        return self.apply(operator.getitem, (base, self.apply(np.asarray, (idx,))))
+
     def _stack_lists(self, fn, args, kwargs):
         """``np.sum([w, 2 * w])``, ``np.array([[x, y], [z, 1.0]])``: the (nested) lists of
         traced values that ``fn`` reads as arrays, built first as arrays (np.array of
@@ -770,7 +804,8 @@ def _shape_from_data(fn, args, kwargs=None) -> bool:
         return False
     if getattr(fn, "knetc_shapes_from_shapes", False):  # a unit: shapes from its signature
         return False
-    syms = syms_in(args)
+    # the items of np.array([i, j]) are its values; only a further argument can be a count
+    syms = syms_in(args[1:] if _hashable(fn) and fn in _BUILDERS else args)
     if kwargs:
         syms_in(kwargs, syms)
     counts = [s for s in syms if _kind(s) in "biu"]
