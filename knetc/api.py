@@ -34,6 +34,11 @@ TIER0_AFTER = 2
 # runs at tier 0 even before that: its first call then costs one forward pass, not two (and
 # compiles when its key comes back).
 SLOW_TRACE = 0.1
+# A first sighting whose trace recorded this many operations runs at tier 0 too: compiling the
+# whole function costs about as much as specializing it again (a parse tree of 60 nodes: 1300
+# operations, 25 ms of compile() and a second forward pass), which a structure that never comes
+# back never repays; one that does comes back compiled on its second call.
+BIG_TRACE = 1000
 
 
 def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
@@ -253,7 +258,8 @@ class Grad(Inlinable):
             # from the values it recorded, as at tier 0, whether or not the code is compiled
             # now; running that forward again in new code would cost it twice.
             slow = time.perf_counter() - tr.started >= SLOW_TRACE
-            if first and (tier0 or slow) and can_run_traced(tr):
+            big = len(tr.tape.ops) >= BIG_TRACE
+            if first and (tier0 or slow or big) and can_run_traced(tr):
                 cache.tier0 += 1
                 return run_traced(tr)
             entry = self._specialize_bound(bound, key=key, traced=tr)

@@ -428,6 +428,28 @@ def test_new_structures_run_at_tier_0_and_match_finite_differences(tier0):
     assert compiles() == n + api.TIER0_AFTER and info.entries == api.TIER0_AFTER
 
 
+def test_a_big_first_trace_runs_at_tier_0(tier0, monkeypatch):
+    """A first call whose trace recorded BIG_TRACE operations or more runs at tier 0 even
+    before TIER0_AFTER misses (compiling it would cost as much again); when it comes back it is
+    compiled, and both gradients match finite differences."""
+    def loss(w, tree, label):
+        return _tree_loss(w, tree, label)
+    w = _tree_params()
+    tree = TREES[6]
+    g = knetc.grad(loss)
+    want = knetc.numeric_grad(loss, w, tree, 2)
+    monkeypatch.setattr(api, "BIG_TRACE", 10 ** 6)
+    g(w, TREES[0], 0)                                   # small: compiled
+    assert knetc.cache_info(loss).tier0 == 0
+    monkeypatch.setattr(api, "BIG_TRACE", 10)           # (this tree records about 30)
+    for _ in range(2):
+        got = g(w, tree, 2)
+        for k in w:
+            np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-8)
+    info = knetc.cache_info(loss)
+    assert info.tier0 == 1 and info.entries == 2 and info.misses == 3
+
+
 def test_a_tier_0_key_that_comes_back_is_compiled(tier0):
     def loss(w, tree, label):
         return _tree_loss(w, tree, label)
