@@ -252,19 +252,28 @@ class Grad(Inlinable):
         with prims.training_mode(_training()):
             tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
                        has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=tier0)
-            if self._learn(tr):
-                key = None
-            # A trace whose forward pass was slow (a large model): this call's gradient comes
-            # from the values it recorded, as at tier 0, whether or not the code is compiled
-            # now; running that forward again in new code would cost it twice.
-            slow = time.perf_counter() - tr.started >= SLOW_TRACE
-            big = len(tr.tape.ops) >= BIG_TRACE
-            if first and (tier0 or slow or big) and can_run_traced(tr):
-                cache.tier0 += 1
-                return run_traced(tr)
-            entry = self._specialize_bound(bound, key=key, traced=tr)
-            if slow and can_run_traced(tr):
-                return run_traced(tr)
+            try:
+                return self._run_trace(tr, bound, key, first, tier0)
+            finally:
+                tr.tape.close()
+
+    def _run_trace(self, tr, bound: tuple, key, first: bool, tier0: bool) -> tuple:
+        """``_miss`` once traced: a first sighting runs at tier 0 when ``tier0`` said so, or its
+        trace was big or its forward slow; otherwise the trace is compiled and the entry runs
+        (after a slow trace, this call's gradient is taken from the trace all the same)."""
+        if self._learn(tr):
+            key = None
+        # A trace whose forward pass was slow (a large model): this call's gradient comes from
+        # the values it recorded, as at tier 0, whether or not the code is compiled now;
+        # running that forward again in new code would cost it twice.
+        slow = time.perf_counter() - tr.started >= SLOW_TRACE
+        big = len(tr.tape.ops) >= BIG_TRACE
+        if first and (tier0 or slow or big) and can_run_traced(tr):
+            self._cache.tier0 += 1
+            return run_traced(tr)
+        entry = self._specialize_bound(bound, key=key, traced=tr)
+        if slow and can_run_traced(tr):
+            return run_traced(tr)
         return entry.run(*bound)
 
     def specialize(self, args, kwargs=None, *, pure: bool = False) -> Entry:

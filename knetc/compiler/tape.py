@@ -258,6 +258,14 @@ class Tape:
         # embedding): a stack of such rows of one array is recorded as one gather (_rows_of).
         self.rows: dict[int, tuple] = {}
 
+    def close(self) -> None:
+        """Forget the recorded operations once the trace is compiled or run. A Sym names its
+        tape and the tape its operations' Syms: without this, every finished trace would be a
+        cycle of thousands of objects left to Python's garbage collector."""
+        self.ops = []
+        self.rows = {}
+        self.folded = {}
+
     # -- names ---------------------------------------------------------------------------
     def newname(self, base: str) -> str:
         base = base if base.isidentifier() else "t"
