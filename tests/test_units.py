@@ -153,6 +153,26 @@ def test_a_helper_that_only_indexes_an_embedding_scatters_rows():
     assert u and u[0].gathers
 
 
+def bag(w, ids):
+    return np.tanh(np.mean(np.stack([w["E"][i] for i in ids]), axis=0) + w["b"])
+
+
+def test_a_helper_that_stacks_rows_of_an_embedding_scatters_rows():
+    """``np.stack([E[i] for i in ids])`` is one gather (tape.Tape._rows_of); a unit made of it
+    still returns only the rows it read, repeated ids accumulating."""
+    w = params()
+
+    def f(w, groups):
+        return np.sum(np.stack([bag(w, ids) for ids in groups]) @ w["U"])
+    g = knetc.grad(f)
+    for k in range(12):
+        groups = [tuple(int(x) for x in RNG.integers(0, 9, 3)) for _ in range(2 + k)]
+        groups[0] = (groups[0][0], groups[0][0], groups[0][1])      # a row twice in one call
+        _agree(g(w, groups), numeric_grad(f, w, groups), rtol=1e-5, atol=1e-8)
+    u = [u for sig, u in units._units.items() if sig[0] is bag and isinstance(u, units.Unit)]
+    assert u and u[0].gathers and u[0].compact
+
+
 def test_units_off_is_the_same_function():
     w = params()
     rng = np.random.default_rng(4)

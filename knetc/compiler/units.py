@@ -227,15 +227,26 @@ def _gathers(ops, leaves) -> dict:
     where = {id(a.data_sym): i for i, a in enumerate(leaves)
              if type(a) is IntArg and a.data_sym is not None}
     uses: dict = {}
+    built = {}      # id(an index array np.asarray([i, j, ...]) built here) -> its items
     for op in ops:
         for x in syms_in(op.args) + syms_in(op.kwargs):
             uses.setdefault(id(x), []).append(op)
+        if op.fn is np.asarray and len(op.args) == 1 and not op.kwargs and \
+                type(op.args[0]) is list and type(op.outs) is Sym:
+            built[id(op.outs)] = op.args[0]     # (a stack of rows: tape.Tape._rows_of)
+
+    def indexes(o, idx, s) -> bool:     # is ``o[idx]`` a gather from ``s`` (directly or built)?
+        if o.fn is operator.getitem and o.args[0] is s:
+            return o.args[1] is idx
+        if o.fn is np.asarray and id(o.outs) in built:
+            return all(indexes(u, o.outs, s) for u in uses.get(id(o.outs), ()))
+        return False
 
     def only_indexes(idx, s) -> bool:       # is every use of int ``idx`` an index into ``s``?
         for o in uses[id(idx)]:
             inner = getattr(o.fn, "knetc_unit", None)
             if inner is None:
-                if not (o.fn is operator.getitem and o.args[0] is s and o.args[1] is idx):
+                if not indexes(o, idx, s):
                     return False
             elif not inner.indexes_only(o.args, idx, s):
                 return False
@@ -247,7 +258,8 @@ def _gathers(ops, leaves) -> dict:
             indices = inner.indices_into(op.args, s)
         elif op.fn is operator.getitem and len(op.args) == 2 and op.args[0] is s \
                 and not op.kwargs:
-            indices = [op.args[1]]
+            i = op.args[1]
+            indices = built[id(i)] if type(i) is Sym and id(i) in built else [i]
         else:
             return None
         if indices is None:
