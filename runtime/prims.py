@@ -145,6 +145,17 @@ def _log_sum_exp(z, m=None):
     return out.reshape(z.shape[:-1] + (1,))
 
 
+def affine(a, b, c):
+    """``a @ b + c`` in one array: the product's, ``c`` added into it. The compiler records a
+    ``x @ W + b`` expression of NumPy float arrays so (compiler/tape.py): the product is a
+    temporary nothing else reads, so its memory can take the sum (a language model's scores,
+    (T*B, vocabulary), are then one array, not two). ``c`` broadcasts to the product's shape
+    and has its type (the compiler checks both)."""
+    y = pool.matmul(a, b)
+    y += c
+    return y
+
+
 def logp(x, axis=-1):
     """Log-softmax: x - logsumexp(x) along ``axis`` (Knet's logp; classes on the last axis)."""
     if _rows_fast(x, axis):

@@ -400,3 +400,25 @@ def test_user_error_leaves_nothing_cached():
         g(x3, 3)
     assert not g._cache
     np.testing.assert_allclose(g(x3, 1), np.ones(3))
+
+
+def test_a_rule_whose_file_changed_after_import_is_refused(tmp_path, monkeypatch):
+    """Rule templates are compiled from their text on first use; if the file changed since it
+    was imported (a package upgraded under a running process), the text at the rule's line is
+    another function's: knetc refuses it instead of differentiating that text."""
+    import importlib
+    import sys
+    mod = tmp_path / "myrules_changed.py"
+    mod.write_text("import numpy as np\nimport knetc\n\n\ndef cube(x):\n    return x ** 3\n\n\n"
+                   "@knetc.adjoint(cube)\ndef _cube(y, x):\n    d[x] = d[y] * 3 * x * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    m = importlib.import_module("myrules_changed")
+    try:
+        x = np.linspace(0.5, 1.5, 4)
+        mod.write_text("import numpy as np\nimport knetc\n\n\n\n\n\n\n"   # the rule moved down
+                       "def other(y, x):\n    d[x] = -d[y]\n\n\n"
+                       "@knetc.adjoint(m.cube)\ndef _cube(y, x):\n    d[x] = d[y] * 3 * x * x\n")
+        with pytest.raises(knetc.KnetcError, match="differs from the running function"):
+            knetc.grad(lambda x: np.sum(m.cube(x)))(x)
+    finally:
+        sys.modules.pop("myrules_changed", None)

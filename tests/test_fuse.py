@@ -116,6 +116,7 @@ def capture(monkeypatch, fn, args):
         m.setattr(F, "fuse_program", lambda stmts, tape, adj, **kw: (stmts, {}))
         # the program the GPU pipeline would fuse: without the CPU-only uniform-fill folds
         m.setattr(pipeline, "fold_uniform_fills", lambda stmts, shapes, dtypes: stmts)
+        m.setattr(pipeline, "records_affine", lambda xp: False)     # (CPU only, as the folds)
         got["entry"] = knetc.grad(fn).specialize(args)
     got["params"] = list(inspect.signature(fn).parameters)
     got["namespace"] = got["entry"].fn.__globals__

@@ -149,6 +149,25 @@ def _parse(fn, code, allowed) -> Parsed:
     return Parsed(node, filename, fn.__qualname__)
 
 
+def source_text(fn) -> str:
+    """The text of function ``fn`` (with its decorators, dedented), checked to compile to the
+    code Python runs: a ``KnetcError`` when its file changed since it was loaded (the rule
+    templates, compiled from their text on first use, read it so)."""
+    code = fn.__code__
+    flags = code.co_flags & _FUTURE_FLAGS
+    lines = _file_lines(code.co_filename, code)
+    whole = _whole_file(code.co_filename, "".join(lines), flags)
+    if whole is not None:
+        tree, module = whole
+        node = _find_node(tree, code)
+        if node is not None and any(same_code(c, code) for c in _compiled(module, code)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            return textwrap.dedent("".join(lines[first - 1:node.end_lineno]))
+        raise _stale(fn, code)
+    # a text that does not compile as a whole (a notebook cell with magics): as inspect reads it
+    return textwrap.dedent(inspect.getsource(fn))
+
+
 def _find_source(fn, code) -> tuple:
     """``(gast node, filename)`` of the running ``code``: from its file (or linecache entry), else
     from the texts interactive sessions keep per code object or the user passed (``source=``)."""

@@ -83,6 +83,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     argnums = argnums if several else (argnums,)
     xp = _array_module(fn, params, args)
     tape = Tape()
+    tape.affine = records_affine(xp)
     tape.taken.update(params)
     spec = Specializer(tape)
     spec.keyed_ints = keyed_ints
@@ -116,6 +117,13 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     return Trace(fn, params, args, argnums, pure, xp, tape, adj, wrt, loss, t0, several, aux,
                  has_aux, prims.training(),
                  None if keyed_ints is None else keyed_ints | frozenset(tape.steered))
+
+
+def records_affine(xp) -> bool:
+    """Is ``x @ W + b`` recorded as one ``prims.affine`` for arrays of ``xp``? On the CPU (one
+    array fewer, the add in place); GPU code keeps the add, which its kernel fusion may join to
+    what follows."""
+    return xp is np
 
 
 def _split_aux(result, fn, loc):

@@ -1024,7 +1024,24 @@ class Specializer:
         return self.lookup(n.id, frame)
 
     def e_binop(self, n, frame):
+        if type(n.op) is gast.Add and self.tape.affine:
+            left, right = n.left, n.right
+            if type(left) is gast.BinOp and type(left.op) is gast.MatMult:
+                a, b = self.ev(left.left, frame), self.ev(left.right, frame)
+                return self._matmul_add(a, b, self.ev(right, frame), False)
+            if type(right) is gast.BinOp and type(right.op) is gast.MatMult:
+                c = self.ev(left, frame)
+                return self._matmul_add(self.ev(right.left, frame), self.ev(right.right, frame),
+                                        c, True)
         return _BINOPS[type(n.op)](self.ev(n.left, frame), self.ev(n.right, frame))
+
+    def _matmul_add(self, a, b, c, c_first: bool):
+        """``a @ b + c`` (``c + a @ b``): the product is a temporary of this expression, read
+        by nothing else, so the sum may be written into it (prims.affine)."""
+        if self.tape.affine_fits(a, b, c):
+            return self.tape.apply(prims.affine, (a, b, c))
+        ab = _BINOPS[gast.MatMult](a, b)
+        return _BINOPS[gast.Add](c, ab) if c_first else _BINOPS[gast.Add](ab, c)
 
     def e_unaryop(self, n, frame):
         v = self.ev(n.operand, frame)

@@ -257,6 +257,9 @@ class Tape:
         # id(row) -> (array, int index) for each ``array[i]`` recorded with one int (a row of an
         # embedding): a stack of such rows of one array is recorded as one gather (_rows_of).
         self.rows: dict[int, tuple] = {}
+        # ``x @ W + b`` of NumPy arrays is one operation, prims.affine (``affine_fits``); set by
+        # the pipeline for NumPy code (GPU code keeps the add, which its fusion may join).
+        self.affine = False
 
     def close(self) -> None:
         """Forget the recorded operations once the trace is compiled or run. A Sym names its
@@ -448,6 +451,30 @@ class Tape:
         self.guard(test, self.loc[1])
 
     # -- Python lists where NumPy takes arrays ---------------------------------------------
+    def affine_fits(self, a, b, c) -> bool:
+        """May ``a @ b + c`` be recorded as one ``prims.affine(a, b, c)``? For NumPy float
+        products of a matrix or vector by a matrix, at least one traced, and a ``c`` that
+        broadcasts to the product's shape without changing it or its type (so adding it in
+        place is what ``+`` computes)."""
+        if not self.affine or (type(a) is not Sym and type(b) is not Sym):
+            return False
+        va = a.val if type(a) is Sym else a
+        vb = b.val if type(b) is Sym else b
+        if type(va) is not np.ndarray or type(vb) is not np.ndarray or vb.ndim != 2 or \
+                va.ndim not in (1, 2) or va.shape[-1] != vb.shape[0]:
+            return False
+        dtype = np.result_type(va, vb)
+        vc = c.val if type(c) is Sym else c
+        tc = type(vc)
+        if dtype.kind != "f" or not (tc is np.ndarray or tc is float or tc is int):
+            return False
+        shape = va.shape[:-1] + vb.shape[1:]
+        try:
+            return np.result_type(dtype, vc) == dtype and \
+                np.broadcast_shapes(shape, np.shape(vc)) == shape
+        except (TypeError, ValueError):
+            return False
+
     def _rows_of(self, fn, args, kwargs):
         """``np.stack([E[i] for i in words])`` (or ``np.array`` of them): rows of one array,
         each taken with one int, recorded as one gather ``E[np.asarray([i, ...])]``, which is

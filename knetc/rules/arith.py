@@ -3,6 +3,7 @@ import operator
 
 import numpy as np
 
+from ..runtime import prims
 from .registry import adjoint, static, unbroadcast
 
 
@@ -81,6 +82,17 @@ def matmul(y, a, b):
     else:  # batched matrix products broadcast over the leading axes
         d[a] = unbroadcast(d[y] @ np.swapaxes(b, -1, -2), a)
         d[b] = unbroadcast(np.swapaxes(a, -1, -2) @ d[y], b)
+
+
+@adjoint(prims.affine)
+def affine(y, a, b, c):
+    if a.ndim == 2:
+        d[a] = d[y] @ b.T
+        d[b] = a.T @ d[y]
+    else:
+        d[a] = b @ d[y]
+        d[b] = np.outer(a, d[y])
+    d[c] = unbroadcast(d[y], c)
 
 
 @adjoint(np.dot)

@@ -212,8 +212,11 @@ _UNOPS = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~", ast.Not: "not "}
 
 def _compile_template(rule: Rule):
     from ..compiler import ir
+    from ..compiler.parse import source_text
     tmpl = rule.template
-    src = textwrap.dedent(inspect.getsource(tmpl))
+    # (its text checked against the running rule: a file changed since it was imported would
+    # otherwise give the text now at that line, another rule's, and a wrong gradient)
+    src = source_text(tmpl)
     fdef = ast.parse(src).body[0]
     ctx = _Ctx(rule, tmpl.__globals__, tmpl)
     body = []
