@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import textwrap
 import threading
 
 from ..runtime.backend import numpy_twin
