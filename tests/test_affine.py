@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 import knetc
+from knetc.compiler import tape
 from gradtest import check, check2
+
+@pytest.fixture(autouse=True)
+def _every_size(monkeypatch):
+    """Products of any size are one operation here (by default, from 64 KiB up)."""
+    monkeypatch.setattr(tape, "AFFINE_MIN", 0)
+
 
 RNG = np.random.default_rng(11)
 X, W, B = RNG.standard_normal((5, 3)), RNG.standard_normal((3, 4)), RNG.standard_normal(4)
@@ -63,6 +70,16 @@ def test_which_forms_are_one_operation(f, fused):
     src = knetc.grad(f).source(X.copy(), W.copy(), B.copy())
     code = "\n".join(line.split("#")[0] for line in src.splitlines())
     assert ("affine(" in code) == fused, src
+
+
+def test_small_products_keep_the_add(monkeypatch):
+    monkeypatch.setattr(tape, "AFFINE_MIN", 1 << 16)
+
+    def layer(x, W, b):     # a cache of its own
+        return rows(x, W, b)
+    assert "affine(" not in knetc.grad(layer).source(X.copy(), W.copy(), B.copy())
+    x, w = np.ones((64, 300)), np.ones((300, 128))     # 64 KiB of float64
+    assert "affine(" in knetc.grad(layer).source(x, w, np.zeros(128))
 
 
 def test_types_that_do_not_fit_keep_numpys_result():

@@ -7,6 +7,7 @@ differentiated argument. Python operators on Syms record operations on the curre
 from __future__ import annotations
 
 import keyword as _keyword
+import math
 import operator
 import random as _random
 import warnings
@@ -234,6 +235,13 @@ def identifier(text) -> str:
     """A Python identifier made from ``text`` (a variable, a dict key, a function's name)."""
     s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(text))
     return s if s and not s[0].isdigit() else f"v{s}"
+
+
+# Products smaller than this keep ``x @ W + b`` as two operations: a Python call costs about a
+# microsecond (an 8x8 layer's whole product and add take two), and below this size the array
+# saved is not worth it; above, one fresh array fewer (a language model's (T*B, vocabulary)
+# scores: 140 MB of first-touched memory) is.
+AFFINE_MIN = 1 << 16
 
 
 class Tape:
@@ -469,6 +477,8 @@ class Tape:
         if dtype.kind != "f" or not (tc is np.ndarray or tc is float or tc is int):
             return False
         shape = va.shape[:-1] + vb.shape[1:]
+        if math.prod(shape) * dtype.itemsize < AFFINE_MIN:
+            return False
         try:
             return np.result_type(dtype, vc) == dtype and \
                 np.broadcast_shapes(shape, np.shape(vc)) == shape

@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import ast
 import inspect
+import os
+import textwrap
 import threading
 
 from ..runtime.backend import numpy_twin
@@ -139,6 +141,7 @@ def lookup(fn) -> Rule | None:
 def adjoint(*primitives, outputs: int = 1, forward=None):
     """Register the decorated template as the derivative of ``primitives`` (see module docs)."""
     def register(template):
+        _note_file(template)
         for fn in primitives:
             _rules[_key(fn)] = Rule(fn, template, outputs=outputs, forward=forward)
         return template
@@ -209,13 +212,39 @@ _CMPOPS = {ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">
 _UNOPS = {ast.USub: "-", ast.UAdd: "+", ast.Invert: "~", ast.Not: "not "}
 
 
+# filename -> (size, modification time) of the files templates were registered from, when they
+# were: a template is compiled from its text on first use, and a file changed since (knetc
+# upgraded under a running process, a rule edited) holds other text at that line (another
+# rule's, and a wrong gradient). Such a file's text is checked against the running code.
+_files: dict = {}
+
+
+def _stat(filename):
+    try:
+        st = os.stat(filename)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _note_file(template) -> None:
+    filename = template.__code__.co_filename
+    if filename not in _files:
+        _files[filename] = _stat(filename)
+
+
+def _template_text(tmpl) -> str:
+    from ..compiler.parse import source_text
+    stat = _files.get(tmpl.__code__.co_filename)
+    if stat is not None and _stat(tmpl.__code__.co_filename) == stat:
+        return textwrap.dedent(inspect.getsource(tmpl))
+    return source_text(tmpl)     # checked (a KnetcError when it differs from the running code)
+
+
 def _compile_template(rule: Rule):
     from ..compiler import ir
-    from ..compiler.parse import source_text
     tmpl = rule.template
-    # (its text checked against the running rule: a file changed since it was imported would
-    # otherwise give the text now at that line, another rule's, and a wrong gradient)
-    src = source_text(tmpl)
+    src = _template_text(tmpl)
     fdef = ast.parse(src).body[0]
     ctx = _Ctx(rule, tmpl.__globals__, tmpl)
     body = []
