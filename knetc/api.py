@@ -102,6 +102,7 @@ def _run_entries(cache, entries, args):
         except errors.GuardFailed:
             continue
         cache.hits += 1
+        entry.used = True       # (the eviction gives it a second chance: Grad._store)
         return result
     return _NO_HIT
 
@@ -326,9 +327,21 @@ class Grad(Inlinable):
             entries[:] = [e for e in entries if e.source != entry.source]
             entries.insert(0, entry)
             del entries[MAX_BRANCHES:]   # guarded variants of one key: keep the recent ones
-            while len(self._cache) > MAX_ENTRIES:   # drop the oldest specialization
-                del self._cache[next(iter(self._cache))]
+            self._evict()
         _log(entry)
+
+    def _evict(self) -> None:
+        """Keep at most MAX_ENTRIES keys: the oldest go first, but a key hit since it was last
+        looked at here moves to the back instead (a second chance), so that code in use is kept
+        while keys that came once, or twice and never again, are dropped."""
+        cache = self._cache
+        while len(cache) > MAX_ENTRIES:
+            key = next(iter(cache))
+            entries = cache.pop(key)
+            if any(e.used for e in entries):
+                for e in entries:
+                    e.used = False
+                cache[key] = entries
 
     def source(self, *args, **kwargs) -> str:
         """The generated adjoint source for these arguments: the code a call with them runs.

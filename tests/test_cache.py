@@ -634,6 +634,25 @@ def test_many_shapes_keep_the_cache_and_linecache_bounded():
     assert len(live) <= held + 1
 
 
+def test_eviction_keeps_the_keys_in_use(monkeypatch):
+    """Past MAX_ENTRIES keys the oldest is dropped, unless it was hit since the eviction last
+    looked at it: code in use stays, keys seen once go."""
+    monkeypatch.setattr(api, "MAX_ENTRIES", 4)
+
+    def evicted_loss(w):
+        return np.sum(w * w)
+    g = knetc.grad(evicted_loss)
+    hot = np.ones(1)
+    g(hot)
+    for n in range(2, 12):
+        np.testing.assert_array_equal(g(hot), 2 * hot)      # a hit every call
+        g(np.ones(n))
+    info = knetc.cache_info(evicted_loss)
+    assert info.entries <= 4 and info.misses == 11 and info.hits == 10, info
+    keys = [k for k in g._cache]
+    assert g._cache.key((hot,)) in keys
+
+
 def _fast_path_loss(w, x):
     return np.sum(np.tanh(x @ w) ** 2)
 

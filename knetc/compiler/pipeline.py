@@ -39,6 +39,7 @@ class Entry:
     info: dict = field(default_factory=dict)
     run: object = None
     on_device: bool = False   # generated for arrays not NumPy's (the GPU switches apply to it)
+    used: bool = False        # hit since the cache's eviction last looked (knetc.api)
 
     def __post_init__(self):
         if self.run is None:
