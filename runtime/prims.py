@@ -52,18 +52,23 @@ def tracing() -> bool:
     return getattr(_state, "tracing", False)
 
 
-@contextlib.contextmanager
-def tracing_mode(flag: bool = True):
+class tracing_mode:
     """Mark this thread as specializing (``tracing()`` is ``flag``) in the block, then restore.
 
-    For the compiler: wrap the run of a primitive whose result the specializer records.
+    For the compiler: wrap the run of a primitive whose result the specializer records (a class,
+    not a generator: it is entered once per recorded operation).
     """
-    old = getattr(_state, "tracing", False)
-    _state.tracing = flag
-    try:
-        yield
-    finally:
-        _state.tracing = old
+    __slots__ = ("flag", "old")
+
+    def __init__(self, flag: bool = True):
+        self.flag = flag
+
+    def __enter__(self):
+        self.old = getattr(_state, "tracing", False)
+        _state.tracing = self.flag
+
+    def __exit__(self, *exc):
+        _state.tracing = self.old
 
 
 def relu(x):
