@@ -102,7 +102,7 @@ def _run_entries(cache, entries, args):
         except errors.GuardFailed:
             continue
         cache.hits += 1
-        entry.used = True       # (the eviction gives it a second chance: Grad._store)
+        entry.used = True       # (the eviction gives it a second chance: Grad._evict)
         return result
     return _NO_HIT
 
@@ -534,7 +534,8 @@ def _collection_paused() -> Iterator[None]:
     the process (a process that imported torch or jax holds hundreds of thousands): a fifth of a
     new tree's cost in treenn. Paused, they cost one young-generation collection after the miss.
     Nested misses (a unit's own gradient) leave it to the outermost; nothing is lost, as the
-    collector finds the trace's cycles in that first collection."""
+    collector finds any cycles left in that first collection. The switch is the process's: a
+    ``gc.disable()`` made by another thread while a miss runs is undone when the miss ends."""
     if not gc.isenabled():
         yield
         return

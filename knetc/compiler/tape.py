@@ -494,7 +494,8 @@ class Tape:
         if len(items) < 2 or len(args) > (2 if fn is np.stack else 1):
             return None
         axis = args[1] if len(args) == 2 else kwargs.get("axis", 0)
-        if axis != 0 or (kwargs and (fn is np.array or set(kwargs) != {"axis"})):
+        if type(axis) is not int or axis != 0 or \
+                (kwargs and (fn is np.array or set(kwargs) != {"axis"})):
             return None
         rows = self.rows
         first = rows.get(id(items[0]))
