@@ -56,4 +56,3 @@ def override(**switches: bool):
         with _lock:
             for name in switches:
                 _overrides[name].pop()
-

@@ -62,11 +62,10 @@ def _take(nbytes: int):
     with _lock:
         _ticks += 1
         owners = _owners.setdefault(c, [])
-        for o in owners:
-            # the list, the loop variable and getrefcount's argument: nobody else holds it
-            if sys.getrefcount(o) == 3:
-                _last[id(o)] = _ticks
-                return o[:nbytes]
+        o = _free(owners)
+        if o is not None:
+            _last[id(o)] = _ticks
+            return o[:nbytes]
         _release_stale()
         if _kept + c > _limit():
             return None
@@ -75,6 +74,16 @@ def _take(nbytes: int):
         _last[id(o)] = _ticks
         _kept += c
         return o[:nbytes]
+
+
+def _free(owners: list):
+    """A free owner of ``owners``, or None. (A function of its own: a loop variable left in
+    ``_take`` would hold one owner while ``_release_stale`` counts its references.)"""
+    for o in owners:
+        # the list, the loop variable and getrefcount's argument: nobody else holds it
+        if sys.getrefcount(o) == 3:
+            return o
+    return None
 
 
 def _release_stale() -> None:

@@ -150,8 +150,8 @@ def compile_trace(tr: Trace) -> Entry:
     ret = ir.Return(_result_expr(tr))
     stmts = eliminate_dead_code(forward + adj.stmts + [ret])
     stmts = lower_accumulation(stmts, pure=tr.pure)
-    if xp is np:    # on the GPU the fused kernel absorbs the fill, and a batch-dependent constant
-        known = shapes_from_tape(tape, adj)                                   # would split kernels
+    if xp is np:    # (on the GPU the fused kernel absorbs the fill, and a batch-dependent
+        known = shapes_from_tape(tape, adj)          # constant would split kernels)
         stmts = fold_uniform_fills(stmts, *known)
     # On the GPU, runs of elementwise statements become one fused CUDA kernel each
     # (knetc/compiler/fusion; KNETC_FUSE=0 turns it off). On the CPU, NumPy's one call per
