@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -17,6 +18,10 @@ __all__ = ["DistributedError", "World", "launched_size", "device_for"]
 # and Intel MPI's PMI, Open MPI, Slurm's srun. Used only to refuse running as a silent size-1 copy
 # of a multi-process job when mpi4py is missing.
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MV2_COMM_WORLD_SIZE", "SLURM_NTASKS")
+
+
+# Seconds a failing rank waits, after printing its traceback, before it aborts the job.
+ABORT_GRACE_S = 0.5
 
 
 class DistributedError(KnetcError):
@@ -117,6 +122,10 @@ class World:
             except Exception:
                 previous(kind, value, tb)
             finally:
+                # The launcher forwards our stderr from a pipe; MPI_Abort can make it tear the job
+                # down before that pipe is read, and the user would see no error at all (seen once
+                # in CI under MPICH's hydra). A moment's wait lets the message out first.
+                time.sleep(ABORT_GRACE_S)
                 self.abort(1)
         sys.excepthook = hook
 
