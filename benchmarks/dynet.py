@@ -368,7 +368,7 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
     if len(exs) < need:
         raise ValueError(f"{model}: {len(exs)} examples, {need} needed")
     check = verify(model, spec, w0, exs[-1], peers)
-    info0 = knetc.cache_info(KNETC[model].loss, with_loss=True)
+    info0 = knetc.cache_info(KNETC[model].lossgrad)
     steps = make_steps(model, spec, w0, lr, peers)
     names = list(steps)
     first = {}
@@ -390,7 +390,7 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
         for ex in block:
             steps[name](ex)
         warm_rate[name] = sum(map(units, block)) / (time.perf_counter() - t)
-    info1 = knetc.cache_info(KNETC[model].loss, with_loss=True)
+    info1 = knetc.cache_info(KNETC[model].lossgrad)
     rates = {k: [] for k in names}
     for r in range(rounds):
         block = exs[warm + chunk * (r + 1):warm + chunk * (r + 2)]
@@ -400,7 +400,7 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
             for ex in block:
                 steps[name](ex)
             rates[name].append(n / (time.perf_counter() - t))
-    info = knetc.cache_info(KNETC[model].loss, with_loss=True)
+    info = knetc.cache_info(KNETC[model].lossgrad)
     row = {"model": model, "unit": "sentences/s" if model == "treenn" else "words/s",
            "verify": check, "first": first, "warm": warm, "warm_rate": warm_rate,
            "rate": {k: statistics.median(v) for k, v in rates.items()},

@@ -30,6 +30,7 @@ from .graphs import graph_step
 from .tree import register_pytree
 from .metrics import accuracy, bce, logistic, nll
 from .runtime.layers import batchnorm, bmm, bnmoments, bnparams, dropout
+from .runtime.sparse import SparseRows
 
 # The public API (re-exported from the submodules).
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
     "adjoint", "adjoint_emitter", "nondifferentiable",
     "KnetcError", "LossError", "MutationError", "NoRuleError", "UnsupportedSyntax", "PrecisionWarning",
     "Differentiable", "Grad", "cache_info", "differentiable", "grad", "gradloss", "show",
-    "value_and_grad",
+    "value_and_grad", "SparseRows",
     "elu", "erf", "gelu", "getval", "logp", "logsumexp", "mat", "relu", "selu", "sigm", "softmax",
     "training", "training_mode",
     "SGD", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Rmsprop", "optimizers", "update",

@@ -42,7 +42,8 @@ BIG_TRACE = 1000
 
 
 def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
-                  training: bool = True, fuse: bool = True, capture: bool = False) -> SpecCache:
+                  training: bool = True, fuse: bool = True, capture: bool = False,
+                  sparse: bool = False) -> SpecCache:
     """One cache per (function, argnums, with_loss, has_aux), shared by every grad(fun) made for it, so
     ``knetc.grad(loss)(w, x, y)`` written inside a training loop compiles once, like a stored grad.
 
@@ -56,8 +57,8 @@ def _shared_cache(fun, argnum, with_loss: bool, has_aux: bool = False,
             per_fun = _CACHES[fun] = {}
     except TypeError:   # not weak-referenceable: a cache of its own
         return SpecCache()
-    key = (argnum, with_loss) if not has_aux and training and fuse and not capture else \
-        (argnum, with_loss, has_aux, training, fuse, capture)
+    key = (argnum, with_loss) if not has_aux and training and fuse and not capture and \
+        not sparse else (argnum, with_loss, has_aux, training, fuse, capture, sparse)
     cache = per_fun.get(key)
     if cache is None:
         cache = per_fun[key] = SpecCache()
@@ -117,12 +118,13 @@ class Grad(Inlinable):
     """
 
     def __init__(self, fun: Callable, argnums=0, with_loss: bool = False, *, has_aux: bool = False,
-                 order: str = "grad", source: str | None = None):
+                 order: str = "grad", source: str | None = None, sparse: bool = False):
         if isinstance(fun, Closure):   # a def or lambda made inside a differentiated function
             fun = fun.as_function()
         if not callable(fun):
             raise TypeError(f"knetc.grad expects a function, got {type(fun).__name__}")
         self.fun, self.with_loss, self.has_aux = fun, with_loss or order != "grad", has_aux
+        self.sparse = bool(sparse)
         self.order = "gradloss" if with_loss and order == "grad" else order
         functools.update_wrapper(self, fun, updated=())  # keep our own __dict__
         if isinstance(fun, Grad):
@@ -150,7 +152,8 @@ class Grad(Inlinable):
         self.argnum = self.argnums[0]
         self._wrt = self.argnums if self.several else self.argnum
         self._cache_of = fun if self._target is fun else self._target
-        self._train_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss, has_aux)
+        self._train_cache = _shared_cache(self._cache_of, self._wrt, self.with_loss, has_aux,
+                                          sparse=self.sparse)
         self._variant_caches: dict = {}
         self._lock = _LOCK
 
@@ -181,7 +184,8 @@ class Grad(Inlinable):
         cache = self._variant_caches.get(variant)
         if cache is None:
             cache = self._variant_caches[variant] = _shared_cache(
-                self._cache_of, self._wrt, self.with_loss, self.has_aux, training, fuse, capture)
+                self._cache_of, self._wrt, self.with_loss, self.has_aux, training, fuse, capture,
+                self.sparse)
         return cache
 
     def __call__(self, *args, **kwargs):
@@ -252,7 +256,8 @@ class Grad(Inlinable):
         tier0 = first and cache.misses > TIER0_AFTER and cache.hits < cache.misses
         with prims.training_mode(_training()):
             tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                       has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=tier0)
+                       has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=tier0,
+                       sparse=self.sparse)
             try:
                 return self._run_trace(tr, bound, key, first, tier0)
             finally:
@@ -296,7 +301,8 @@ class Grad(Inlinable):
                 fun = _grad_as_function(fun, bound)
             with prims.training_mode(_training()):
                 traced = trace(fun, self._params, self._kinds, bound, self._wrt, pure=pure,
-                               has_aux=self.has_aux, keyed_ints=self._cache.keyed_ints)
+                               has_aux=self.has_aux, keyed_ints=self._cache.keyed_ints,
+                               sparse=self.sparse)
             if self._learn(traced):
                 key = None
         entry = compile_trace(traced)
@@ -596,7 +602,7 @@ def _argnums(argnums, argnum):
 
 
 def grad(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool = False,
-         source: str | None = None) -> Grad:
+         source: str | None = None, sparse: bool = False) -> Grad:
     """The gradient of scalar function ``fun`` wrt its argument ``argnums`` (also a decorator).
 
     ``argnums``: an int, or a tuple of ints for a tuple of gradients (negative: from the end);
@@ -604,6 +610,12 @@ def grad(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool =
     returns ``(gradient, aux)``; aux may hold arrays and Python values, never differentiated.
     ``source``: the text of ``fun``'s def (it may hold the helpers' defs too), for code Python
     kept no text of (``python -c``, ``exec`` of a string); checked against the running code.
+    ``sparse=True``: the gradient of an array the function reads only by rows (an embedding,
+    ``E[ids]`` or ``np.stack([E[i] for i in words])``) is a ``knetc.SparseRows``, the rows and
+    what to add to them, not a dense array of zeros (Knet's ``Sparse``, PyTorch's
+    ``nn.Embedding(sparse=True)``). ``knetc.update`` takes it (SGD touches those rows only);
+    ``np.asarray(g)`` or ``g.dense()`` is the dense gradient. NumPy arrays only: on the GPU
+    every gradient is dense.
 
     >>> dw = knetc.grad(loss)(w, x, y)                         # same structure as w
     >>> dw, dx = knetc.grad(loss, argnums=(0, 1))(w, x, y)
@@ -611,24 +623,26 @@ def grad(fun: Callable | None = None, argnums=0, *, argnum=None, has_aux: bool =
     """
     argnums = _argnums(argnums, argnum)
     if fun is None:
-        return lambda f: Grad(f, argnums, has_aux=has_aux, source=source)
-    return Grad(fun, argnums, has_aux=has_aux, source=source)
+        return lambda f: Grad(f, argnums, has_aux=has_aux, source=source, sparse=sparse)
+    return Grad(fun, argnums, has_aux=has_aux, source=source, sparse=sparse)
 
 
 def gradloss(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False,
-             source: str | None = None) -> Grad:
+             source: str | None = None, sparse: bool = False) -> Grad:
     """Like grad, but returns ``(gradient, loss)`` from one pass (``(gradient, loss, aux)`` with
     ``has_aux``)."""
-    return Grad(fun, _argnums(argnums, argnum), order="gradloss", has_aux=has_aux, source=source)
+    return Grad(fun, _argnums(argnums, argnum), order="gradloss", has_aux=has_aux, source=source,
+                sparse=sparse)
 
 
 def value_and_grad(fun: Callable, argnums=0, *, argnum=None, has_aux: bool = False,
-                   source: str | None = None) -> Grad:
+                   source: str | None = None, sparse: bool = False) -> Grad:
     """JAX's order: ``(loss, gradient)``, or ``((loss, aux), gradient)`` with ``has_aux``.
 
     >>> loss, dw = knetc.value_and_grad(loss_fn)(w, x, y)
     """
-    return Grad(fun, _argnums(argnums, argnum), order="value_and_grad", has_aux=has_aux, source=source)
+    return Grad(fun, _argnums(argnums, argnum), order="value_and_grad", has_aux=has_aux, source=source,
+                sparse=sparse)
 
 
 def show(fun: Callable, *args, argnum: int = 0, argnums=None, **kwargs) -> str:
@@ -637,16 +651,18 @@ def show(fun: Callable, *args, argnum: int = 0, argnums=None, **kwargs) -> str:
     return g.source(*args, **kwargs)
 
 
-def cache_info(fun: Callable, argnum: int = 0, with_loss: bool = False) -> CacheInfo:
+def cache_info(fun: Callable, argnum: int = 0, with_loss: bool = False,
+               sparse: bool = False) -> CacheInfo:
     """Hits, misses, compiled entries and uncompiled (tier 0) runs of ``grad(fun, argnum)``
-    (``with_loss=True``: of ``gradloss``; a ``Grad`` or ``@differentiable`` function: its own).
+    (``with_loss=True``: of ``gradloss``; ``sparse=True``: of ``grad(fun, sparse=True)``; a
+    ``Grad`` or ``@differentiable`` function: its own).
 
     Many misses mean the arguments' shapes, structure or steering values keep changing."""
     if isinstance(fun, Differentiable):
         return fun._g._cache.info()
     if isinstance(fun, Grad):
         return fun._cache.info()
-    return _shared_cache(fun, argnum, with_loss).info()
+    return _shared_cache(fun, argnum, with_loss, sparse=sparse).info()
 
 
 class Differentiable:

@@ -64,6 +64,7 @@ import numpy as np
 from knetc import optim_kernels, tree
 from knetc.runtime import cpublas
 from knetc.runtime.backend import array_module
+from knetc.runtime.sparse import SparseRows
 
 __all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "Adagrad", "Adadelta", "Rmsprop",
            "Adam", "AdamW", "OPTIMIZERS", "optimizers", "update", "clip_grad_norm"]
@@ -202,6 +203,13 @@ class Optimizer:
         """``update`` with every check; ``at=(t, lr)`` for a step already counted (shared SGD)."""
         if g is None:
             return w
+        if type(g) is SparseRows:
+            if g.shape != tuple(getattr(w, "shape", ())):
+                raise ValueError(f"gradient shape {g.shape} does not match parameter shape "
+                                 f"{getattr(w, 'shape', ())}")
+            if self._rows_update(w, g, at):
+                return w
+            g = g.dense()       # the other optimizers change rows without gradient too
         if _is_float_leaf(w):
             a = np.array(w, dtype=np.float64)
             self._update(a, np.asarray(g, dtype=np.float64), at)
@@ -402,6 +410,11 @@ class Optimizer:
     def _step(self, w: Any, g: Any, t: int, lr: float) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def _rows_update(self, w: Any, g: SparseRows, at: tuple[int, Any] | None) -> bool:
+        """Update only ``g``'s rows of ``w``, where that is the whole update (SGD); False when
+        the dense gradient must be used (a step of this optimizer moves other rows too)."""
+        return False
+
 
 class SGD(Optimizer):
     """Stochastic gradient descent: ``w -= lr * g``.  Knet default ``SGD(lr=0.1, gclip=0)``.
@@ -424,6 +437,19 @@ class SGD(Optimizer):
 
     def _fused_values(self, t, lr):
         return {"lr": lr}
+
+    def _rows_update(self, w, g, at):
+        # w -= lr * g changes only the rows g has (weight decay changes every row)
+        if self.weight_decay or not isinstance(w, np.ndarray) or w.dtype.kind != "f":
+            return False
+        t, lr = self._tick() if at is None else at
+        rows, values = g.coalesce()
+        if self.gclip > 0:      # Knet's gclip: the norm of the whole gradient, zeros included
+            norm = math.sqrt(float(np.vdot(values, values)))
+            if norm > self.gclip:
+                values *= self.gclip / norm
+        w[rows] -= w.dtype.type(lr) * values       # lr in w's dtype, as the dense step has it
+        return True
 
     def _step(self, w, g, t, lr):
         buf, z = self._buf, self._z
@@ -1029,6 +1055,8 @@ def _leaf(w: Any, path: tuple, p: Any, o: Any, d: Any) -> None:
 # ----- clipping by the global norm ---------------------------------------------------------------
 
 def _leaf_norm(x: Any, where: Any) -> float:
+    if type(x) is SparseRows:
+        x = x.coalesce()[1]
     if _is_array(x):
         xp = array_module(x)
         r = x.ravel()

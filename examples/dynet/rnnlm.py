@@ -57,7 +57,7 @@ def loss(w, r, x, y, mask):
     return -(picked * m).sum() / m.sum()
 
 
-lossgrad = knetc.gradloss(loss)
+lossgrad = knetc.gradloss(loss, sparse=True)   # embeddings: their rows (knetc.SparseRows)
 
 
 def train(w, r, data, opt):

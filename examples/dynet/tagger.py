@@ -48,7 +48,7 @@ def tag_loss(w, r, x, gold):
     return knetc.nll(scores, gold)
 
 
-lossgrad = knetc.gradloss(loss)
+lossgrad = knetc.gradloss(loss, sparse=True)   # embeddings: their rows (knetc.SparseRows)
 
 
 def train(w, r, sents, opt, lossgrad=lossgrad):

@@ -56,7 +56,7 @@ def loss(w, specs, words, gold):
     return tagger.tag_loss(w, r, x, gold)
 
 
-lossgrad = knetc.gradloss(loss)
+lossgrad = knetc.gradloss(loss, sparse=True)   # embeddings: their rows (knetc.SparseRows)
 
 
 def train(w, specs, sents, opt):

@@ -70,7 +70,7 @@ def loss(w, tree):
     return total / count
 
 
-lossgrad = knetc.gradloss(loss)
+lossgrad = knetc.gradloss(loss, sparse=True)   # embeddings: their rows (knetc.SparseRows)
 
 
 def train(w, trees, opt):

@@ -467,8 +467,9 @@ class Accumulate(Stmt):
 class ScatterAdd(Stmt):
     """``target = base`` with ``value`` added at ``index`` (base None: zeros of ``zeros``).
 
-    mode: "basic" (slices, ints: each element at most once), "rows" (one integer array on the
-    first axis: an embedding's gradient), "at" (other advanced indices: repeats accumulate)."""
+    mode: "basic" (slices, ints: each element at most once; "row" when the index is one int,
+    a row of the first axis), "rows" (one integer array on the first axis: an embedding's
+    gradient), "at" (other advanced indices: repeats accumulate)."""
     __slots__ = ("target", "base", "index", "value", "mode", "zeros")
 
     def __init__(self, target, base, index: Expr, value: Expr, mode: str, zeros: Expr, loc=None,

@@ -4,14 +4,15 @@ The program has no control flow, so each pass is one walk over the statement lis
 - ``eliminate_dead_code``: keep effects and what they (transitively) read;
 - ``lower_accumulation``: turn gradient accumulation (``Accumulate``, ``ScatterAdd``) into
   in-place adds where the program owns the buffer, copies or new values elsewhere;
-- ``insert_frees``: ``del`` each temporary after its last use.
+- ``insert_frees``: ``del`` each temporary after its last use;
+- ``sparse_rows``: (``grad(f, sparse=True)``) an embedding's gradient as its rows, not zeros.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from . import ir
-from ..runtime import pool, prims
+from ..runtime import pool, prims, sparse
 
 
 def eliminate_dead_code(stmts: list[ir.Stmt], live_out=()) -> list[ir.Stmt]:
@@ -122,8 +123,57 @@ def _lower_scatter(s: ir.ScatterAdd, pure, owned, keep, last, i, rename) -> list
     return out
 
 
+def sparse_rows(stmts: list[ir.Stmt], returned: set[str]) -> list[ir.Stmt]:
+    """``grad(f, sparse=True)``: a gradient the program returns as it is (a name in
+    ``returned``) and builds only from row scatters (``ScatterAdd`` of mode "rows" or "row"
+    from zeros: the lookups ``E[ids]`` or ``E[i]`` of an embedding) becomes a
+    ``knetc.SparseRows`` of those rows and values, with no zero fill of the whole table. Any other contribution (``h @ E.T``, a slice,
+    a second use of a partial sum) leaves that gradient dense, as without the option.
+    Runs before ``lower_accumulation``, on the program's statements."""
+    uses: dict[str, int] = {}
+    where: dict[str, int] = {}
+    for i, s in enumerate(stmts):
+        for n in s.uses:
+            uses[n] = uses.get(n, 0) + 1
+        if type(s) is ir.ScatterAdd:
+            where[s.target] = i
+    chains = []
+    for name in returned:
+        if uses.get(name) != 1:         # read by more than the return
+            continue
+        chain, n = [], name
+        while True:
+            i = where.get(n)
+            s = stmts[i] if i is not None else None
+            if s is None or s.mode not in ("rows", "row") or \
+                    (s.base is not None and type(s.base) is not ir.Name):
+                chain = None
+                break
+            chain.append(i)
+            if s.base is None:
+                break
+            n = s.base.id
+            if uses.get(n) != 1:        # a partial sum read elsewhere too
+                chain = None
+                break
+        if chain:
+            chains.extend(chain)
+    if not chains:
+        return stmts
+    out = list(stmts)
+    for i in chains:
+        s = stmts[i]
+        if s.base is None:
+            value = ir.call(ir.Name("sparse_rows"), *s.zeros.args, s.index, s.value)
+        else:
+            value = ir.call(ir.Name("sparse_rows_add"), s.base, s.index, s.value)
+        out[i] = ir.Assign(s.target, value, s.loc, back=True)
+    return out
+
+
 # Objects lowered statements name (bound in the generated code's namespace).
 LOWERING_NAMES = {"index_add": prims.index_add, "add_rows": prims.add_rows,
+                  "sparse_rows": sparse.sparse_rows, "sparse_rows_add": sparse.sparse_rows_add,
                   "pool_binary": pool.binary, "pool_unary": pool.unary,
                   "pool_matmul": pool.matmul, "pool_zeros": pool.zeros}
 

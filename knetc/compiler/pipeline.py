@@ -16,7 +16,7 @@ from ..runtime.backend import device_namespace, devices_of, is_array
 from . import ir
 from .codegen import compile_function, register_source, render, render_body
 from .optimize import (LOWERING_NAMES, eliminate_dead_code, fold_uniform_fills, insert_frees,
-                       lower_accumulation, pool_large)
+                       lower_accumulation, pool_large, sparse_rows)
 from .shapes import shapes_from_tape
 from .reverse import Adjoint
 from .specialize import Specializer
@@ -66,11 +66,12 @@ class Trace:
     has_aux: bool = False
     training: bool = True     # the mode it was traced in (prims.training())
     keyed_ints: frozenset | None = None   # the argument ints keyed by value (see trace)
+    sparse: bool = False      # embeddings' gradients as knetc.SparseRows (grad(f, sparse=True))
 
 
 def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
           has_aux: bool = False, keyed_ints: frozenset | None = None,
-          units: bool = False) -> Trace:
+          units: bool = False, sparse: bool = False) -> Trace:
     """Specialize ``fn`` to ``args`` and write the adjoint wrt ``args[i]`` for ``i`` in
     ``argnums`` (an int, or a tuple: then the gradient is a tuple), no code yet. ``has_aux``:
     ``fn`` returns ``(loss, aux)``; aux is handed back as a value, never differentiated.
@@ -78,7 +79,9 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     (``SpecCache.keyed_ints``); every other int leaf is an ``IntArg`` (selectors), and the paths
     of those that steered are ``tape.steered``. None: every int is a plain value. ``units``:
     helpers called again with arguments of one kind may be one operation (compiler/units.py;
-    for traces run at tier 0, unless ``KNETC_UNITS=0``)."""
+    for traces run at tier 0, unless ``KNETC_UNITS=0``). ``sparse``: the gradient of an array
+    read only by rows (an embedding) is a ``knetc.SparseRows`` (NumPy code that is not ``pure``;
+    optimize.sparse_rows)."""
     t0 = time.perf_counter()
     several = type(argnums) is tuple
     argnums = argnums if several else (argnums,)
@@ -117,7 +120,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
         adj.run(loss)
     return Trace(fn, params, args, argnums, pure, xp, tape, adj, wrt, loss, t0, several, aux,
                  has_aux, prims.training(),
-                 None if keyed_ints is None else keyed_ints | frozenset(tape.steered))
+                 None if keyed_ints is None else keyed_ints | frozenset(tape.steered),
+                 sparse and not pure and xp is np)
 
 
 def records_affine(xp) -> bool:
@@ -147,8 +151,11 @@ def compile_trace(tr: Trace) -> Entry:
     """Generate, optimize and compile the whole adjoint function of a trace."""
     fn, params, args, tape, adj, xp = tr.fn, tr.params, tr.args, tr.tape, tr.adj, tr.xp
     forward = [_forward_stmt(op, tape) for op in tape.ops]
-    ret = ir.Return(_result_expr(tr))
+    returned: set[str] = set()
+    ret = ir.Return(_result_expr(tr, returned))
     stmts = eliminate_dead_code(forward + adj.stmts + [ret])
+    if tr.sparse:
+        stmts = sparse_rows(stmts, returned)
     stmts = lower_accumulation(stmts, pure=tr.pure)
     if xp is np:    # (on the GPU the fused kernel absorbs the fill, and a batch-dependent
         known = shapes_from_tape(tape, adj)          # constant would split kernels)
@@ -265,7 +272,10 @@ def run_traced(tr: Trace) -> tuple:
     """``(gradient, loss)`` of the traced call: its stores, then its adjoint over the tape's values."""
     tape, adj = tr.tape, tr.adj
     # the result first: the gradient's NamedTuples and dataclasses name their makers in tape.refs
-    stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr), target="_result")])
+    returned: set[str] = set()
+    stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr, returned), target="_result")])
+    if tr.sparse:
+        stmts = sparse_rows(stmts, returned)
     env = _namespace(tape, tr.xp)
     env.update(zip(tr.params, tr.args))
     stores = []
@@ -333,27 +343,30 @@ def _forward_stmt(op, tape) -> ir.Stmt:
                      unpack=several or op.saved is not None)
 
 
-def _result_expr(tr: Trace) -> ir.Expr:
-    """``(gradient, loss)``: what the generated function hands back."""
+def _result_expr(tr: Trace, returned: set | None = None) -> ir.Expr:
+    """``(gradient, loss)``: what the generated function hands back. ``returned`` collects the
+    names of the arrays' gradients handed back as they are (not copied, cast or wrapped)."""
     fresh = {s.defs[0] for s in tr.adj.stmts
              if type(s) in (ir.Accumulate, ir.ScatterAdd) or (type(s) is ir.Assign and s.fresh)}
     given: set[str] = set()
+    bare = set() if returned is None else returned
     widest = _widest_float(tr.tape)
     if tr.several:
-        grads = ir.Tuple([_grad_structure(w, tr.adj, widest, fresh, given) for w in tr.wrt])
+        grads = ir.Tuple([_grad_structure(w, tr.adj, widest, fresh, given, bare) for w in tr.wrt])
     else:
-        grads = _grad_structure(tr.wrt, tr.adj, widest, fresh, given)
+        grads = _grad_structure(tr.wrt, tr.adj, widest, fresh, given, bare)
     out = [grads, value_expr(tr.loss, tr.tape)]
     if tr.has_aux:
         out.append(value_expr(tr.aux, tr.tape))
     return ir.Tuple(out)
 
 
-def _grad_structure(value, adj, widest: int, fresh: set, given: set) -> ir.Expr:
+def _grad_structure(value, adj, widest: int, fresh: set, given: set, bare: set) -> ir.Expr:
     """The gradient, shaped like the differentiated argument. Each array's gradient has its
     parameter's dtype (as in PyTorch and JAX), also when wider data (float64) met a float32
     parameter: ``widest`` is the largest float itemsize on the tape. A gradient that is not
-    fresh memory of its own (a view, shared with another leaf) is copied: users may update it."""
+    fresh memory of its own (a view, shared with another leaf) is copied: users may update it.
+    ``bare`` collects the names handed back as they are."""
     t = type(value)
     if t is Sym:
         g = adj.grad_of(value) if value.diff else None
@@ -377,18 +390,20 @@ def _grad_structure(value, adj, widest: int, fresh: set, given: set) -> ir.Expr:
         own = type(g) is ir.Name and g.id in fresh and g.id not in given
         if type(g) is ir.Name:
             given.add(g.id)
+        if own:
+            bare.add(g.id)
         return g if adj.pure or own else ir.call(ir.np_fn("copy"), g)
     if t is list or t is tuple:
-        items = [_grad_structure(v, adj, widest, fresh, given) for v in value]
+        items = [_grad_structure(v, adj, widest, fresh, given, bare) for v in value]
         return ir.List(items) if t is list else ir.Tuple(items)
     if t is dict:
         return ir.Dict([ir.lit(k) for k in value],
-                       [_grad_structure(v, adj, widest, fresh, given) for v in value.values()])
+                       [_grad_structure(v, adj, widest, fresh, given, bare) for v in value.values()])
     if tree.is_node(value):
         # A NamedTuple, dataclass or registered class (the mirror is one): the same class around
         # the gradients of its children, made by its registered unflatten.
         children, aux = tree.node_flatten(value)
-        items = [_grad_structure(v, adj, widest, fresh, given) for v in children]
+        items = [_grad_structure(v, adj, widest, fresh, given, bare) for v in children]
         tape = adj.tape
         make = ir.Name(tape.ref(tree.registration(t)[1], identifier(f"make_{t.__name__}")))
         aux_expr = ir.NONE if aux is None else ir.Name(tape.ref(aux, "aux"))

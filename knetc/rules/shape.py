@@ -112,12 +112,15 @@ def _split_points(arrays, axis):
 def _scatter_mode(idx):
     """Can this index select one element twice (integer arrays, lists)? Then the gradient must
     accumulate: "rows" for one integer array on the first axis (an embedding lookup), "at" for
-    other advanced indices (np.add.at), "basic" for basic indexing and boolean masks."""
+    other advanced indices (np.add.at), "basic" for basic indexing and boolean masks ("row"
+    when it is one int: one row of the first axis, an embedding's ``E[i]``)."""
     parts = idx if type(idx) is tuple else (idx,)
     for p in parts:
         v = p.val if isinstance(p, Sym) else p
         if isinstance(v, list) or (hasattr(v, "dtype") and np.ndim(v) > 0 and v.dtype != bool):
             return "rows" if type(idx) is not tuple and not isinstance(v, list) else "at"
+    if type(idx) is int or (isinstance(idx, Sym) and idx.ndim == 0 and idx.dtype.kind in "iu"):
+        return "row"
     return "basic"
 
 
@@ -126,7 +129,8 @@ def getindex(E, y, x, idx):
     if E.needs("x"):
         mode = _scatter_mode(idx)
         # np.add.at and index_add take the index as a value (slice(...)); basic indexing a:b
-        index = index_expr(idx, E.tape) if mode == "basic" and not E.pure else value_expr(idx, E.tape)
+        index = index_expr(idx, E.tape) if mode in ("basic", "row") and not E.pure \
+            else value_expr(idx, E.tape)
         E.scatter("x", index, E.dout(), mode)
 
 
