@@ -127,8 +127,9 @@ def sparse_rows(stmts: list[ir.Stmt], returned: set[str]) -> list[ir.Stmt]:
     """``grad(f, sparse=True)``: a gradient the program returns as it is (a name in
     ``returned``) and builds only from row scatters (``ScatterAdd`` of mode "rows" or "row"
     from zeros: the lookups ``E[ids]`` or ``E[i]`` of an embedding) becomes a
-    ``knetc.SparseRows`` of those rows and values, with no zero fill of the whole table. Any other contribution (``h @ E.T``, a slice,
-    a second use of a partial sum) leaves that gradient dense, as without the option.
+    ``knetc.SparseRows`` of those rows and values, with no zero fill of the whole table. Any
+    other contribution (``h @ E.T``, a slice, a second use of a partial sum) leaves that
+    gradient dense, as without the option.
     Runs before ``lower_accumulation``, on the program's statements."""
     uses: dict[str, int] = {}
     where: dict[str, int] = {}
