@@ -228,3 +228,10 @@ def test_clip_grad_norm_scales_sparse_rows():
     assert math.isclose(n1, n2, rel_tol=1e-12)
     np.testing.assert_allclose(np.asarray(sparse[0]), dense[0], rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(sparse[1], dense[1])
+
+
+def test_allreduce_refuses_sparse_rows_by_name():
+    from knetc import distributed as dist
+    _, g = _pair()
+    with pytest.raises(dist.DistributedError, match="sparse=True"):
+        dist.allreduce({"E": g})

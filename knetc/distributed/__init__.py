@@ -35,6 +35,7 @@ import numpy as np
 from knetc.distributed import backends, buckets
 from knetc.distributed.shard import Shard
 from knetc.distributed.world import DistributedError, World, device_for, launched_size
+from knetc.runtime.sparse import SparseRows
 
 __all__ = ["init", "finalize", "is_initialized", "rank", "size", "local_rank", "is_main", "barrier",
            "broadcast", "allreduce", "mean", "shard", "DistributedError", "Shard", "device_for",
@@ -223,6 +224,9 @@ def allreduce(tree: Any, op: str = "sum", *, inplace: bool = True) -> Any:
     plan = st.plan("allreduce", sig, ("array", "scalar"), buckets.DIRECT_BYTES)
     if op not in plan.checked:
         what = "dist.allreduce"
+        _refuse(sig, what, lambda leaf: leaf.type is SparseRows, "a row-sparse gradient "
+                "(grad(..., sparse=True)) has rows of its own on each rank",
+                "reduce dense gradients: take them without sparse=True, or pass g.dense()")
         _refuse(sig, what, lambda leaf: leaf.kind == "object", "only arrays, numbers and None "
                 "can be reduced", "put such values outside the structure you reduce")
         _refuse(sig, what, lambda leaf: leaf.dtype is not None and leaf.dtype.kind not in "fiu",
