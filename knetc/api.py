@@ -28,8 +28,11 @@ MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dep
 # Tier 0 (knetc/compiler/pipeline.py): once a function has missed the cache this many times and misses
 # outnumber hits (a new structure every call, like a parse tree per sentence), a new
 # specialization first runs uncompiled; it is compiled when its key comes back. KNETC_TIER0=0
-# (or ``knetc show``) compiles every specialization (knetc.settings).
-TIER0_AFTER = 2
+# (or ``knetc show``) compiles every specialization (knetc.settings). 1: the first call compiles
+# (a model of fixed shapes goes straight to its hits); a second key before any hit is taken as a
+# dynamic structure (measured 2026-11-30 against 2: the DyNet treenn's 2nd and 3rd trees 36 → 13
+# ms, traced with units; the tagger's first new sentence length 9-10 → 7 ms).
+TIER0_AFTER = 1
 # A specialization whose trace (this call's forward pass, run while specializing) took this long
 # runs at tier 0 even before that: its first call then costs one forward pass, not two (and
 # compiles when its key comes back).
