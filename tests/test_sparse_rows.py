@@ -235,3 +235,22 @@ def test_allreduce_refuses_sparse_rows_by_name():
     _, g = _pair()
     with pytest.raises(dist.DistributedError, match="sparse=True"):
         dist.allreduce({"E": g})
+
+
+def add_rows(x):                         # a user's function named like a runtime helper
+    return x * 3.0
+
+
+def clashing(E, ids):
+    """Variables and a helper named like the names generated code binds for the runtime
+    (add_rows, sparse_rows, pool_zeros): they must not replace them."""
+    sparse_rows = E[ids]
+    pool_zeros = add_rows(np.tanh(sparse_rows))
+    return np.sum(pool_zeros ** 2)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_user_names_do_not_shadow_the_runtime(sparse):
+    E, ids = table(), np.array([1, 4, 1])
+    g = knetc.grad(fresh(clashing), sparse=sparse)(E, ids)
+    _fd_check(clashing, E, (ids,), g)

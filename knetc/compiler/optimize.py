@@ -5,7 +5,8 @@ The program has no control flow, so each pass is one walk over the statement lis
 - ``lower_accumulation``: turn gradient accumulation (``Accumulate``, ``ScatterAdd``) into
   in-place adds where the program owns the buffer, copies or new values elsewhere;
 - ``insert_frees``: ``del`` each temporary after its last use;
-- ``sparse_rows``: (``grad(f, sparse=True)``) an embedding's gradient as its rows, not zeros.
+- ``sparse_rows``: (``grad(f, sparse=True)``) an embedding's gradient as its rows, not zeros;
+- ``fuse_picked_logp``: the gradient of picked log-probabilities without a dense zero array.
 """
 from __future__ import annotations
 
@@ -172,9 +173,48 @@ def sparse_rows(stmts: list[ir.Stmt], returned: set[str]) -> list[ir.Stmt]:
     return out
 
 
+def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str) -> list[ir.Stmt]:
+    """``dy`` = zeros with ``v`` added at ``(rows, cols)``, then ``logp_back(dy, y, -1)`` (the
+    gradient of ``logp(x)[rows, cols]``: a language model's picked log-probabilities), as one
+    ``logp_back_picked(y, rows, cols, v)``: no zero fill and no read of an array as large as the
+    scores. ``logp_back`` is the name the program calls prims.logp_back by. Only where ``dy``
+    is read by nothing else and ``y`` is 2-D (NumPy code that is not ``pure``; before
+    ``lower_accumulation``)."""
+    uses: dict[str, int] = {}
+    where: dict[str, int] = {}
+    for i, s in enumerate(stmts):
+        for n in s.uses:
+            uses[n] = uses.get(n, 0) + 1
+        if type(s) is ir.ScatterAdd:
+            where[s.target] = i
+    out, dropped = list(stmts), set()
+    for i, s in enumerate(stmts):
+        if type(s) is not ir.Assign or len(s.targets) != 1 or type(s.value) is not ir.Call:
+            continue
+        c = s.value
+        if type(c.func) is not ir.Name or c.func.id != logp_back or c.kwargs or \
+                len(c.args) != 3 or type(c.args[0]) is not ir.Name:
+            continue
+        dy, axis = c.args[0].id, c.args[2]
+        j = where.get(dy)
+        if j is None or uses.get(dy) != 1:
+            continue
+        sc = stmts[j]
+        shape = sc.zeros.args[0] if sc.base is None and type(sc.zeros) is ir.Call else None
+        if sc.mode != "at" or type(shape) is not ir.Tuple or len(shape.elts) != 2 or \
+                type(sc.index) is not ir.Tuple or len(sc.index.elts) != 2 or \
+                type(axis) is not ir.Const or axis.value not in (-1, 1):
+            continue
+        out[i] = ir.Assign(s.targets, ir.call(ir.Name("logp_back_picked"), c.args[1],
+                                              *sc.index.elts, sc.value), s.loc, back=True)
+        dropped.add(j)
+    return [s for j, s in enumerate(out) if j not in dropped] if dropped else stmts
+
+
 # Objects lowered statements name (bound in the generated code's namespace).
 LOWERING_NAMES = {"index_add": prims.index_add, "add_rows": prims.add_rows,
-                  "sparse_rows": sparse.sparse_rows, "sparse_rows_add": sparse.sparse_rows_add,
+                  "logp_back_picked": prims.logp_back_picked, "sparse_rows": sparse.sparse_rows,
+                  "sparse_rows_add": sparse.sparse_rows_add,
                   "pool_binary": pool.binary, "pool_unary": pool.unary,
                   "pool_matmul": pool.matmul, "pool_zeros": pool.zeros}
 

@@ -15,8 +15,8 @@ from ..runtime import pool, prims
 from ..runtime.backend import device_namespace, devices_of, is_array
 from . import ir
 from .codegen import compile_function, register_source, render, render_body
-from .optimize import (LOWERING_NAMES, eliminate_dead_code, fold_uniform_fills, insert_frees,
-                       lower_accumulation, pool_large, sparse_rows)
+from .optimize import (LOWERING_NAMES, eliminate_dead_code, fold_uniform_fills,
+                       fuse_picked_logp, insert_frees, lower_accumulation, pool_large, sparse_rows)
 from .shapes import shapes_from_tape
 from .reverse import Adjoint
 from .specialize import Specializer
@@ -89,6 +89,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     tape = Tape()
     tape.affine = records_affine(xp)
     tape.taken.update(params)
+    tape.taken.update(LOWERING_NAMES)    # the runtime's names in generated code: never a user's
     spec = Specializer(tape)
     spec.keyed_ints = keyed_ints
     spec.units = units and not pure and xp is np and settings.enabled("units")
@@ -154,8 +155,7 @@ def compile_trace(tr: Trace) -> Entry:
     returned: set[str] = set()
     ret = ir.Return(_result_expr(tr, returned))
     stmts = eliminate_dead_code(forward + adj.stmts + [ret])
-    if tr.sparse:
-        stmts = sparse_rows(stmts, returned)
+    stmts = _rewrite_gradients(tr, stmts, returned)
     stmts = lower_accumulation(stmts, pure=tr.pure)
     if xp is np:    # (on the GPU the fused kernel absorbs the fill, and a batch-dependent
         known = shapes_from_tape(tape, adj)          # constant would split kernels)
@@ -274,8 +274,7 @@ def run_traced(tr: Trace) -> tuple:
     # the result first: the gradient's NamedTuples and dataclasses name their makers in tape.refs
     returned: set[str] = set()
     stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr, returned), target="_result")])
-    if tr.sparse:
-        stmts = sparse_rows(stmts, returned)
+    stmts = _rewrite_gradients(tr, stmts, returned)
     env = _namespace(tape, tr.xp)
     env.update(zip(tr.params, tr.args))
     stores = []
@@ -322,6 +321,17 @@ def _release(tape) -> None:
                 if o is not None:
                     o.val = None
             op.saved_val = None
+
+
+def _rewrite_gradients(tr: Trace, stmts: list, returned: set) -> list:
+    """The NumPy rewrites of accumulated gradients, before their lowering: embeddings' as
+    SparseRows (``sparse=True``), picked log-probabilities' without a dense zero array."""
+    if tr.xp is not np or tr.pure:
+        return stmts
+    if tr.sparse:
+        stmts = sparse_rows(stmts, returned)
+    hit = tr.tape.refs.get(id(prims.logp_back))
+    return stmts if hit is None else fuse_picked_logp(stmts, hit[0])
 
 
 def _forward_stmt(op, tape) -> ir.Stmt:
