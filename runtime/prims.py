@@ -201,19 +201,21 @@ def logp_back(dy, y, axis=-1):
     return out.reshape(y.shape)
 
 
-def logp_back_picked(y, rows, cols, v):
+def logp_back_picked(y, rows, cols, v, inplace=False):
     """``logp_back(dy, y)`` for a ``dy`` that is zeros but for ``v`` added at ``(rows, cols)``:
     the gradient of a log-softmax's entries picked by index (``logp(x)[np.arange(n), labels]``,
     a language model's loss), from the picks, with no dense ``dy`` (a zero fill and a read of an
     array as large as the scores). ``y`` is 2-D; the result equals logp_back's: ``-exp(y) * s``
     (``s`` each row's sum of picks), ``v`` then added at its places (the compiler writes this
-    for NumPy code: optimize.fuse_picked_logp)."""
+    for NumPy code: optimize.fuse_picked_logp). ``inplace``: the compiler found that nothing
+    reads ``y`` afterwards; the result is then written into it."""
     n, k = y.shape
     r, _, w = np.broadcast_arrays(rows, cols, v)
     r = r.ravel()
     s = np.bincount(np.where(r < 0, r + n, r), weights=w.ravel(), minlength=n)
     s = (-s).astype(np.result_type(v.dtype, y.dtype)).reshape(n, 1)
-    out = pool.empty((n, k), s.dtype)
+    out = y if inplace and y.dtype == s.dtype and y.flags.c_contiguous and y.flags.writeable \
+        else pool.empty((n, k), s.dtype)
     rows_per = max(1, _LSE_BLOCK // k)
     for i in range(0, n, rows_per):
         o = out[i:i + rows_per]

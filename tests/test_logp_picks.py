@@ -81,3 +81,48 @@ def test_picked_logp_gradients(f, fused, tier, monkeypatch):
         np.testing.assert_allclose(got, h.T @ dz, rtol=1e-10, atol=1e-12)
     if tier == "tier0":
         assert knetc.cache_info(f).tier0 == 1
+
+
+def lm_with_aux(W, h, labels):           # the log-probabilities handed back (aux)
+    lp = knetc.logp(h @ W)
+    return -lp[np.arange(h.shape[0]), labels].mean(), lp
+
+
+def lm_with_view(W, h, labels):          # a view of them handed back
+    lp = knetc.logp(h @ W)
+    return -lp[np.arange(h.shape[0]), labels].mean(), lp[:, :5]
+
+
+def lm_with_store(W, h, labels, cache):  # stored into the caller's dict
+    lp = knetc.logp(h @ W)
+    cache["lp"] = lp
+    return -lp[np.arange(h.shape[0]), labels].mean()
+
+
+@pytest.mark.parametrize("tier", ["compiled", "tier0"])
+def test_the_gradient_takes_the_log_probabilities_memory_only_when_nothing_else_can_see_it(
+        tier, monkeypatch):
+    if tier == "tier0":
+        monkeypatch.setattr(api, "TIER0_AFTER", -1)
+    W = rng.standard_normal((3, K)) * 0.5
+    h = rng.standard_normal((N, 3))
+    labels = rng.integers(0, K, N)
+    want_lp = prims.logp(h @ W)
+    src = knetc.show(fresh(lm_loss), W, h, labels, np.ones(N))
+    assert "logp_back_picked(lp, " in src and ", True)" in src         # written in place
+    reference = knetc.grad(fresh(lm_loss))(W, h, labels, np.ones(N))
+    for f in (lm_with_aux, lm_with_view):
+        f = fresh(f)
+        assert "logp_back_picked(" in knetc.grad(fresh(f), has_aux=True).source(W, h, labels)
+        assert ", True)" not in knetc.grad(fresh(f), has_aux=True).source(W, h, labels)
+        for _ in range(2):
+            g, aux = knetc.grad(f, has_aux=True)(W, h, labels)
+            np.testing.assert_allclose(g, reference, rtol=1e-12, atol=1e-15)
+            np.testing.assert_array_equal(aux, want_lp if aux.shape == want_lp.shape
+                                          else want_lp[:, :5])
+    f = fresh(lm_with_store)
+    for _ in range(2):
+        cache = {}
+        g = knetc.grad(f)(W, h, labels, cache)
+        np.testing.assert_allclose(g, reference, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(cache["lp"], want_lp)

@@ -29,17 +29,17 @@ def eliminate_dead_code(stmts: list[ir.Stmt], live_out=()) -> list[ir.Stmt]:
     return kept
 
 
-def _memory_last_use(stmts: list[ir.Stmt]) -> dict[str, int]:
+def _memory_last_use(stmts: list[ir.Stmt], fresh_at: int = -1) -> dict[str, int]:
     """For each name, the index of the last statement that may read its memory: its own last
     use, or that of any value that may be a view of it (a slice, a reshape, a function that
-    might return its argument)."""
+    might return its argument; but the statement at ``fresh_at``)."""
     last: dict[str, int] = {}
     for i, s in enumerate(stmts):
         for n in s.uses:
             last[n] = i
     for i in range(len(stmts) - 1, -1, -1):
         s = stmts[i]
-        if type(s) is ir.Assign and not s.fresh:
+        if type(s) is ir.Assign and not s.fresh and i != fresh_at:
             end = max((last.get(t, i) for t in s.defs), default=i)
             for n in s.uses:
                 if last.get(n, -1) < end:
@@ -148,7 +148,7 @@ def sparse_rows(stmts: list[ir.Stmt], returned: set[str]) -> list[ir.Stmt]:
             i = where.get(n)
             s = stmts[i] if i is not None else None
             if s is None or s.mode not in ("rows", "row") or \
-                    (s.base is not None and type(s.base) is not ir.Name):
+                    (s.base is not None and not isinstance(s.base, ir.Name)):
                 chain = None
                 break
             chain.append(i)
@@ -173,13 +173,19 @@ def sparse_rows(stmts: list[ir.Stmt], returned: set[str]) -> list[ir.Stmt]:
     return out
 
 
-def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str) -> list[ir.Stmt]:
+def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str, logp: str | None = None,
+                     forward=None) -> list[ir.Stmt]:
     """``dy`` = zeros with ``v`` added at ``(rows, cols)``, then ``logp_back(dy, y, -1)`` (the
     gradient of ``logp(x)[rows, cols]``: a language model's picked log-probabilities), as one
     ``logp_back_picked(y, rows, cols, v)``: no zero fill and no read of an array as large as the
-    scores. ``logp_back`` is the name the program calls prims.logp_back by. Only where ``dy``
-    is read by nothing else and ``y`` is 2-D (NumPy code that is not ``pure``; before
-    ``lower_accumulation``)."""
+    scores. ``logp_back`` and ``logp`` are the names the program calls prims.logp_back and
+    prims.logp by. Only where ``dy`` is read by nothing else and ``y`` is 2-D (NumPy code that is
+    not ``pure``; before ``lower_accumulation``).
+
+    When ``y`` is a result of ``logp`` (new memory) that nothing reads afterwards, nor any value
+    that may be a view of it, the gradient is written into ``y`` itself (one array as large as
+    the scores fewer). ``forward()``: the statements that ran before ``stmts`` (tier 0 runs only
+    the adjoint; they may make views of ``y``), None when ``stmts`` is the whole program."""
     uses: dict[str, int] = {}
     where: dict[str, int] = {}
     for i, s in enumerate(stmts):
@@ -193,7 +199,7 @@ def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str) -> list[ir.Stmt]:
             continue
         c = s.value
         if type(c.func) is not ir.Name or c.func.id != logp_back or c.kwargs or \
-                len(c.args) != 3 or type(c.args[0]) is not ir.Name:
+                len(c.args) != 3 or not isinstance(c.args[0], ir.Name):
             continue
         dy, axis = c.args[0].id, c.args[2]
         j = where.get(dy)
@@ -208,7 +214,43 @@ def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str) -> list[ir.Stmt]:
         out[i] = ir.Assign(s.targets, ir.call(ir.Name("logp_back_picked"), c.args[1],
                                               *sc.index.elts, sc.value), s.loc, back=True)
         dropped.add(j)
-    return [s for j, s in enumerate(out) if j not in dropped] if dropped else stmts
+    if not dropped:
+        return stmts
+    if logp is not None:
+        _write_into_dead_logp(stmts, out, logp, forward)
+    return [s for j, s in enumerate(out) if j not in dropped]
+
+
+def _write_into_dead_logp(stmts, out, logp: str, forward) -> None:
+    """``fuse_picked_logp``'s in-place form, where it is safe (see there): ``out[i]`` gets
+    ``inplace=True``."""
+    before = forward() if forward is not None else []
+    full = before + stmts
+    made = {s.targets[0] for s in full if type(s) is ir.Assign and len(s.targets) == 1
+            and not s.unpack and type(s.value) is ir.Call and type(s.value.func) is ir.Name
+            and s.value.func.id == logp and not s.value.kwargs}
+    for i, s in enumerate(out):
+        if type(s) is ir.Assign and type(s.value) is ir.Call and \
+                type(s.value.func) is ir.Name and s.value.func.id == "logp_back_picked":
+            y, at = s.value.args[0], len(before) + i
+            # (the call's own result is meant to take y's memory: not a view that keeps it)
+            if isinstance(y, ir.Name) and y.id in made and not _escapes(full, y.id) and \
+                    _memory_last_use(full, fresh_at=at).get(y.id, -1) <= at:
+                out[i] = ir.Assign(s.targets, ir.call(s.value.func, *s.value.args, ir.Const(True)),
+                                   s.loc, back=True)
+
+
+def _escapes(stmts: list[ir.Stmt], name: str) -> bool:
+    """Is ``name``'s memory, or a value that may be a view of it, handed out of the program:
+    stored into the caller's data, or returned (aux)?"""
+    views = {name}
+    for s in stmts:
+        t = type(s)
+        if (t is ir.Store or t is ir.Return) and not views.isdisjoint(s.uses):
+            return True
+        if t is ir.Assign and not s.fresh and not views.isdisjoint(s.uses):
+            views.update(s.defs)
+    return False
 
 
 # Objects lowered statements name (bound in the generated code's namespace).

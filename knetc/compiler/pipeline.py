@@ -274,7 +274,8 @@ def run_traced(tr: Trace) -> tuple:
     # the result first: the gradient's NamedTuples and dataclasses name their makers in tape.refs
     returned: set[str] = set()
     stmts = eliminate_dead_code(adj.stmts + [ir.Return(_result_expr(tr, returned), target="_result")])
-    stmts = _rewrite_gradients(tr, stmts, returned)
+    stmts = _rewrite_gradients(tr, stmts, returned,
+                               lambda: [_forward_stmt(op, tape) for op in tape.ops])
     env = _namespace(tape, tr.xp)
     env.update(zip(tr.params, tr.args))
     stores = []
@@ -323,15 +324,20 @@ def _release(tape) -> None:
             op.saved_val = None
 
 
-def _rewrite_gradients(tr: Trace, stmts: list, returned: set) -> list:
+def _rewrite_gradients(tr: Trace, stmts: list, returned: set, forward=None) -> list:
     """The NumPy rewrites of accumulated gradients, before their lowering: embeddings' as
-    SparseRows (``sparse=True``), picked log-probabilities' without a dense zero array."""
+    SparseRows (``sparse=True``), picked log-probabilities' without a dense zero array.
+    ``forward()``: the forward's statements when ``stmts`` is the adjoint alone (tier 0)."""
     if tr.xp is not np or tr.pure:
         return stmts
     if tr.sparse:
         stmts = sparse_rows(stmts, returned)
-    hit = tr.tape.refs.get(id(prims.logp_back))
-    return stmts if hit is None else fuse_picked_logp(stmts, hit[0])
+    tape = tr.tape
+    hit = tape.refs.get(id(prims.logp_back))
+    if hit is None:
+        return stmts
+    made = tape.refs.get(id(prims.logp))
+    return fuse_picked_logp(stmts, hit[0], None if made is None else made[0], forward)
 
 
 def _forward_stmt(op, tape) -> ir.Stmt:
