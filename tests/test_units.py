@@ -325,3 +325,31 @@ def test_a_unit_inside_a_unit_gathers_its_rows():
     e_pos = [j for u in outer for j, i in enumerate(u.diff_idx) if j in u.gathers]
     assert e_pos, "the outer units do not gather E's rows"
     assert any(u.compact for u in outer)
+
+
+def test_a_compiled_first_call_learns_units_and_writes_no_unit():
+    """The first call compiles (its code is reused: written out whole), but it learns which
+    helpers are self-contained, so the next new tree, at tier 0, already uses units."""
+    def loss(w, tree):                   # a fresh function: a cache (and counts) of its own
+        return tree_loss(w, tree)
+    units._units.clear()
+    units._seen.clear()
+    w = params()
+    big = random_tree(np.random.default_rng(11))
+    while len(str(big)) < 60:            # enough leaves and nodes to see each kind 3 times
+        big = (1, big, random_tree(RNG))
+    g = knetc.grad(loss)
+    g(w, big)
+    assert knetc.cache_info(loss).entries == 1 and knetc.cache_info(loss).tier0 == 0
+    src = g.source(w, big)
+    assert "leaf_unit" not in src and "node_unit" not in src
+    learned = [sig[0].__name__ for sig, u in list(units._units.items()) if isinstance(u, units.Unit)]
+    assert "leaf" in learned and "node" in learned
+    other = (2, big, (0, 3))             # a new tree: tier 0, with the units
+    got = g(w, other)
+    assert knetc.cache_info(loss).tier0 == 1
+    with settings.override(units=False):
+        want = knetc.grad(lambda w, t: tree_loss(w, t))(w, other)
+    _agree(got, want)
+    num = numeric_grad(lambda W: tree_loss({**w, "W": W}, other), w["W"].copy())
+    np.testing.assert_allclose(got["W"], num, rtol=1e-6, atol=1e-9)

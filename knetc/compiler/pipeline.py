@@ -92,7 +92,10 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     tape.taken.update(LOWERING_NAMES)    # the runtime's names in generated code: never a user's
     spec = Specializer(tape)
     spec.keyed_ints = keyed_ints
-    spec.units = units and not pure and xp is np and settings.enabled("units")
+    # Every trace of NumPy code learns which helpers are self-contained (compiler/units.py);
+    # only those run at tier 0 use the units (code that is reused is written out whole).
+    spec.learn_units = not pure and xp is np and settings.enabled("units")
+    spec.units = units and spec.learn_units
     mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i in argnums), keypath=(i,))
                 for i, (p, a) in enumerate(zip(params, args))]
     for i in argnums:

@@ -310,6 +310,7 @@ class Specializer:
         # (the cache keys their values); None: every int is a plain value (keyed).
         self.keyed_ints: frozenset | None = None
         self.units = False        # helpers called again alike become one operation (units)
+        self.learn_units = False  # watch helpers' first calls of a kind (units.learn)
         self._inlining: list | None = None   # functions inlined while a helper is watched
         self._unit_kinds: dict = {}          # units.lookup's memo of argument kinds
         self._fixed_tuples: dict = {}        # units.contents's memo: tuples that cannot change
@@ -400,11 +401,12 @@ class Specializer:
         return f(*args, **kwargs)
 
     def call_function(self, fn, args, kwargs):
-        if self.units and self.frames and not kwargs:
+        if self.learn_units and self.frames and not kwargs:
             unit, sig, leaves = units.lookup(fn, args, self._unit_kinds)
-            if unit is not None and unit.usable():
-                return unit.apply(self, args)
-            if sig is not None and unit is None:
+            if unit is not None:
+                if self.units and unit.usable():
+                    return unit.apply(self, args)
+            elif sig is not None:
                 return self._watch(fn, args, sig, leaves)
         return self._inline_call(fn, args, kwargs)
 

@@ -16,9 +16,10 @@ arrays, its backward is the gradient of ``sum(outputs * their gradients)`` with 
 array arguments it used, compiled once per kind by ``knetc.grad`` (so its forward runs again
 there: a recomputation, not saved memory); an embedding it only indexes gets back the rows it
 read (``_gathers``). Each trace that uses a unit guards the functions its helper calls, and a
-unit is not used once one of them was rebound (``Unit.usable``). Only traces run at tier 0
-(knetc.api: functions whose calls mostly miss) use units, so code that is reused is still
-written out whole. ``KNETC_UNITS=0`` turns them off.
+unit is not used once one of them was rebound (``Unit.usable``). Every trace of NumPy code
+learns (a compiled first call too: the next new structure, at tier 0, then starts with its
+units); only traces run at tier 0 (knetc.api: functions whose calls mostly miss) use units, so
+code that is reused is still written out whole. ``KNETC_UNITS=0`` turns them off.
 """
 from __future__ import annotations
 
