@@ -124,6 +124,19 @@ def _lower_scatter(s: ir.ScatterAdd, pure, owned, keep, last, i, rename) -> list
     return out
 
 
+def _reads_and_scatters(stmts: list[ir.Stmt]) -> tuple[dict, dict]:
+    """``(uses, where)``: how many statements read each name; the index of the ScatterAdd
+    that defines each name so defined."""
+    uses: dict[str, int] = {}
+    where: dict[str, int] = {}
+    for i, s in enumerate(stmts):
+        for n in s.uses:
+            uses[n] = uses.get(n, 0) + 1
+        if type(s) is ir.ScatterAdd:
+            where[s.target] = i
+    return uses, where
+
+
 def sparse_rows(stmts: list[ir.Stmt], returned: set[str]) -> list[ir.Stmt]:
     """``grad(f, sparse=True)``: a gradient the program returns as it is (a name in
     ``returned``) and builds only from row scatters (``ScatterAdd`` of mode "rows" or "row"
@@ -132,13 +145,7 @@ def sparse_rows(stmts: list[ir.Stmt], returned: set[str]) -> list[ir.Stmt]:
     other contribution (``h @ E.T``, a slice, a second use of a partial sum) leaves that
     gradient dense, as without the option.
     Runs before ``lower_accumulation``, on the program's statements."""
-    uses: dict[str, int] = {}
-    where: dict[str, int] = {}
-    for i, s in enumerate(stmts):
-        for n in s.uses:
-            uses[n] = uses.get(n, 0) + 1
-        if type(s) is ir.ScatterAdd:
-            where[s.target] = i
+    uses, where = _reads_and_scatters(stmts)
     chains = []
     for name in returned:
         if uses.get(name) != 1:         # read by more than the return
@@ -186,13 +193,7 @@ def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str, logp: str | None = No
     that may be a view of it, the gradient is written into ``y`` itself (one array as large as
     the scores fewer). ``forward()``: the statements that ran before ``stmts`` (tier 0 runs only
     the adjoint; they may make views of ``y``), None when ``stmts`` is the whole program."""
-    uses: dict[str, int] = {}
-    where: dict[str, int] = {}
-    for i, s in enumerate(stmts):
-        for n in s.uses:
-            uses[n] = uses.get(n, 0) + 1
-        if type(s) is ir.ScatterAdd:
-            where[s.target] = i
+    uses, where = _reads_and_scatters(stmts)
     out, dropped = list(stmts), set()
     for i, s in enumerate(stmts):
         if type(s) is not ir.Assign or len(s.targets) != 1 or type(s.value) is not ir.Call:
