@@ -353,3 +353,41 @@ def test_a_compiled_first_call_learns_units_and_writes_no_unit():
     _agree(got, want)
     num = numeric_grad(lambda W: tree_loss({**w, "W": W}, other), w["W"].copy())
     np.testing.assert_allclose(got["W"], num, rtol=1e-6, atol=1e-9)
+
+
+def passes_through(a, b, c):             # hands an argument back; b is read only by dead code
+    dead = np.stack([np.maximum(a[::-1], -0.2), np.cosh(b), np.sin(b)])  # noqa: F841
+    return c
+
+
+def loss_through(w, x):
+    v = np.cos(x)
+    for p in w["layers"]:
+        v = np.sin(v * passes_through(x, p, w["c"]))
+    return np.sum(v ** 2) + np.sum(w["c"])
+
+
+def test_a_unit_that_hands_an_argument_back_passes_its_gradient():
+    """A helper returning one of its arguments as it is: as a unit, the gradient reaching its
+    output is that argument's (it was dropped: a wrong gradient); an argument read only by
+    dead code gets no gradient (None), as when inlined."""
+    units._units.clear()
+    units._seen.clear()
+    r = np.random.default_rng(5)
+    w = {"layers": [r.standard_normal(4) for _ in range(6)], "c": r.standard_normal(4)}
+    x = r.standard_normal(4)
+    with settings.override(tier0=True):
+        import knetc.api as api
+        old, api.TIER0_AFTER = api.TIER0_AFTER, -1
+        try:
+            got = knetc.grad(lambda w, x: loss_through(w, x))(w, x)
+        finally:
+            api.TIER0_AFTER = old
+    assert any(isinstance(u, units.Unit) for sig, u in units._units.items()
+               if sig[0] is passes_through)
+    with settings.override(units=False):
+        want = knetc.grad(lambda w, x: loss_through(w, x))(w, x)
+    assert all(g is None for g in got["layers"]) and all(g is None for g in want["layers"])
+    num = numeric_grad(lambda c: loss_through({**w, "c": c}, x), w["c"].copy())
+    np.testing.assert_allclose(got["c"], num, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(got["c"], want["c"], rtol=1e-12, atol=1e-14)

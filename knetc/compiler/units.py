@@ -158,8 +158,14 @@ def learn(sig, fn, leaves, ops, result, inlined, clean: bool, library) -> None:
     seen = _seen.get(sig, 0) + 1 if ok else 0
     after = max(UNIT_AFTER, len(ops) // OPS_PER_SIGHTING)
     if ok and seen >= after:
-        used = set()
-        for op in ops:
+        # What the outputs depend on, walking back from them: an argument handed back as it
+        # is (``return a``) is used (its gradient passes through the unit; dropping it was a
+        # wrong gradient), one read only by dead code is not (no gradient, None, as inlined).
+        used = set(map(id, outs))
+        for op in reversed(ops):
+            made = op.outs if type(op.outs) is tuple else (op.outs,)
+            if not any(o is not None and id(o) in used for o in made):
+                continue
             inner = getattr(op.fn, "knetc_unit", None)
             syms = syms_in(op.args) + syms_in(op.kwargs)
             if inner is not None:       # what a unit inside uses of what it was given
