@@ -89,3 +89,37 @@ def test_not_fused_forms_keep_their_values():
         gl = knetc.gradloss(f)
         _, loss = gl(E.copy(), ids)
         np.testing.assert_allclose(loss, f(E.copy(), ids), rtol=1e-12)
+
+
+def rows_by_array_items(E, V, order):   # ints read from an int array: 0-d int values
+    total = 0.0
+    for k in range(order.shape[0]):
+        i = order[k]
+        total = total + np.sum(E[i] * V[i]) + V[-1] * E[i][0]
+    return total
+
+
+@pytest.mark.parametrize("tier0", [False, True])
+def test_one_row_taken_with_an_int_value_of_an_array(tier0, monkeypatch):
+    """``E[i]`` with ``i`` an element of an int array (and of a 1-D array: a scalar), negative
+    ints included: the short path of recording a row (Tape._row) against finite differences."""
+    import knetc.api as api
+    if tier0:
+        monkeypatch.setattr(api, "TIER0_AFTER", -1)
+    order = np.array([3, -1, 0, 3])
+    f = lambda E, V: rows_by_array_items(E, V, order)       # noqa: E731
+    g = knetc.grad(f, argnums=(0, 1))
+    for _ in range(2):
+        dE, dV = g(E, V)
+        num = knetc.numeric_grad(lambda e: f(e, V), E.copy())
+        np.testing.assert_allclose(dE, num, rtol=1e-6, atol=1e-9)
+        num = knetc.numeric_grad(lambda v: f(E, v), V.copy())
+        np.testing.assert_allclose(dV, num, rtol=1e-6, atol=1e-9)
+
+
+def test_a_row_out_of_range_names_the_line():
+    def f(E, ids):
+        return np.sum(E[ids[0]])
+    with pytest.raises(IndexError) as e:
+        knetc.grad(f)(E, [40])
+    assert any("while specializing" in n for n in getattr(e.value, "__notes__", []))

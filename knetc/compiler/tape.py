@@ -325,6 +325,10 @@ class Tape:
         kwargs = kwargs or {}
         if self.intargs:    # an argument's int given to a primitive: its value steers
             args, kwargs = plain(args), plain(kwargs)
+        if fn is operator.getitem and not kwargs and len(args) == 2:
+            row = self._row(args[0], args[1])
+            if row is not None:
+                return row
         syms = syms_in(args)
         if kwargs:
             syms_in(kwargs, syms)
@@ -484,6 +488,35 @@ class Tape:
                 np.broadcast_shapes(shape, np.shape(vc)) == shape
         except (TypeError, ValueError):
             return False
+
+    def _row(self, x, i):
+        """``x[i]`` with one int ``i`` (a row of an embedding, a word of a sentence): the most
+        frequent operation of a dynamic model's trace, recorded without ``apply``'s general
+        checks, none of which applies (no container to build, no dtype promotion, no value
+        that decides the shape, no knetc code run by NumPy's indexing). None: not that case."""
+        if type(x) is not Sym or type(x.val) is not np.ndarray or x.val.ndim == 0 or \
+                x.val.dtype.kind == "O":
+            return None
+        if type(i) is int:
+            ci = i
+        elif type(i) is Sym:     # an int read as data (selectors.IntArg), a 0-d int array
+            ci = i.val
+            t = type(ci)
+            if t is not int and not (isinstance(ci, (np.integer, np.ndarray)) and ci.ndim == 0
+                                     and ci.dtype.kind in "iu"):
+                return None
+        else:
+            return None
+        rule = registry.lookup(operator.getitem)
+        try:
+            val = x.val[ci]
+        except Exception as e:
+            e.add_note(f'knetc: while specializing "{self.loc[0]}", line {self.loc[1]}')
+            raise
+        out = Sym(self, self.newname(rule.name), val, rule.differentiable and x.diff)
+        self.ops.append(Op("call", out, operator.getitem, (x, i), None, self.loc, rule))
+        self.rows[id(out)] = (x, i)
+        return out
 
     def _rows_of(self, fn, args, kwargs):
         """``np.stack([E[i] for i in words])`` (or ``np.array`` of them): rows of one array,
