@@ -201,19 +201,25 @@ def logp_back(dy, y, axis=-1):
     return out.reshape(y.shape)
 
 
-def logp_back_picked(y, rows, cols, v, inplace=False):
-    """``logp_back(dy, y)`` for a ``dy`` that is zeros but for ``v`` added at ``(rows, cols)``:
-    the gradient of a log-softmax's entries picked by index (``logp(x)[np.arange(n), labels]``,
-    a language model's loss), from the picks, with no dense ``dy`` (a zero fill and a read of an
-    array as large as the scores). ``y`` is 2-D; the result equals logp_back's: ``-exp(y) * s``
-    (``s`` each row's sum of picks), ``v`` then added at its places (the compiler writes this
-    for NumPy code: optimize.fuse_picked_logp). ``inplace``: the compiler found that nothing
-    reads ``y`` afterwards; the result is then written into it."""
+def logp_back_picked(y, rows, cols, v, dtype, inplace=False):
+    """``logp_back(dy, y)`` for a ``dy`` of ``dtype`` that is zeros but for ``v`` added at
+    ``(rows, cols)``: the gradient of a log-softmax's entries picked by index
+    (``logp(x)[np.arange(n), labels]``, a language model's loss), from the picks, with no dense
+    ``dy`` (a zero fill and a read of an array as large as the scores). ``y`` is 2-D; the result
+    equals logp_back's: ``-exp(y) * s`` (``s`` each row's sum of picks), ``v`` then added at its
+    places (the compiler writes this for NumPy code: optimize.fuse_picked_logp). ``inplace``:
+    the compiler found that nothing reads ``y`` afterwards; the result is then written into it."""
+    rows, cols = np.asarray(rows), np.asarray(cols)
+    v = np.asarray(v).astype(dtype, copy=False)     # as np.add.at into dy would cast it
+    if rows.dtype.kind not in "iu" or cols.dtype.kind not in "iu":   # (a mask: not picks)
+        dy = np.zeros(y.shape, dtype)
+        np.add.at(dy, (rows, cols), v)
+        return logp_back(dy, y)
     n, k = y.shape
     r, _, w = np.broadcast_arrays(rows, cols, v)
     r = r.ravel()
     s = np.bincount(np.where(r < 0, r + n, r), weights=w.ravel(), minlength=n)
-    s = (-s).astype(np.result_type(v.dtype, y.dtype)).reshape(n, 1)
+    s = (-s).astype(np.result_type(dtype, y.dtype)).reshape(n, 1)
     out = y if inplace and y.dtype == s.dtype and y.flags.c_contiguous and y.flags.writeable \
         else pool.empty((n, k), s.dtype)
     rows_per = max(1, _LSE_BLOCK // k)

@@ -26,7 +26,7 @@ def test_logp_back_picked_is_logp_back_of_the_dense_gradient(dtype):
     dy = np.zeros((N, K), dtype)
     np.add.at(dy, (rows, cols), v)
     want = prims.logp_back(dy, y)
-    got = prims.logp_back_picked(y, rows, cols, v)
+    got = prims.logp_back_picked(y, rows, cols, v, dtype)
     assert got.dtype == want.dtype and got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                atol=1e-6 if dtype == np.float32 else 1e-14)
@@ -126,3 +126,37 @@ def test_the_gradient_takes_the_log_probabilities_memory_only_when_nothing_else_
         g = knetc.grad(f)(W, h, labels, cache)
         np.testing.assert_allclose(g, reference, rtol=1e-12, atol=1e-15)
         np.testing.assert_array_equal(cache["lp"], want_lp)
+
+
+def masked_picks(W, h, keep, labels):   # a boolean mask beside the labels: not plain picks
+    lp = knetc.logp(h @ W)
+    return -lp[keep, labels].mean()
+
+
+@pytest.mark.parametrize("tier", ["compiled", "tier0"])
+def test_a_mask_in_the_index_takes_the_dense_path(tier, monkeypatch):
+    if tier == "tier0":
+        monkeypatch.setattr(api, "TIER0_AFTER", -1)
+    f = fresh(masked_picks)
+    W = rng.standard_normal((3, K)) * 0.5
+    h = rng.standard_normal((N, 3))
+    keep = rng.random(N) > 0.3
+    labels = rng.integers(0, K, int(keep.sum()))
+    got = knetc.grad(f)(W, h, keep, labels)
+    for _ in range(3):
+        d = rng.standard_normal(W.shape)
+        eps = 1e-5
+        num = (f(W + eps * d, h, keep, labels) - f(W - eps * d, h, keep, labels)) / (2 * eps)
+        assert abs(num - np.vdot(got, d)) <= 1e-6 * max(1.0, abs(num))
+
+
+def test_picks_of_another_dtype_are_cast_as_the_dense_gradient_would_be():
+    y = prims.logp(rng.standard_normal((N, K)).astype(np.float32))
+    rows, cols = np.arange(N), rng.integers(0, K, N)
+    v = rng.standard_normal(N)                      # float64 picks, float32 dy
+    dy = np.zeros((N, K), np.float32)
+    np.add.at(dy, (rows, cols), v)
+    want = prims.logp_back(dy, y)
+    got = prims.logp_back_picked(y, rows, cols, v, np.float32)
+    assert got.dtype == want.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -184,7 +184,7 @@ def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str, logp: str | None = No
                      forward=None) -> list[ir.Stmt]:
     """``dy`` = zeros with ``v`` added at ``(rows, cols)``, then ``logp_back(dy, y, -1)`` (the
     gradient of ``logp(x)[rows, cols]``: a language model's picked log-probabilities), as one
-    ``logp_back_picked(y, rows, cols, v)``: no zero fill and no read of an array as large as the
+    ``logp_back_picked(y, rows, cols, v, dtype)``: no zero fill and no read of an array as large as the
     scores. ``logp_back`` and ``logp`` are the names the program calls prims.logp_back and
     prims.logp by. Only where ``dy`` is read by nothing else and ``y`` is 2-D (NumPy code that is
     not ``pure``; before ``lower_accumulation``).
@@ -207,13 +207,17 @@ def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str, logp: str | None = No
         if j is None or uses.get(dy) != 1:
             continue
         sc = stmts[j]
-        shape = sc.zeros.args[0] if sc.base is None and type(sc.zeros) is ir.Call else None
+        shape = sc.zeros.args[0] if sc.base is None and type(sc.zeros) is ir.Call and \
+            len(sc.zeros.args) == 2 else None
         if sc.mode != "at" or type(shape) is not ir.Tuple or len(shape.elts) != 2 or \
                 type(sc.index) is not ir.Tuple or len(sc.index.elts) != 2 or \
+                not all(isinstance(e, ir.Name) or (type(e) is ir.Const and type(e.value) is int)
+                        for e in sc.index.elts) or \
                 type(axis) is not ir.Const or axis.value not in (-1, 1):
             continue
         out[i] = ir.Assign(s.targets, ir.call(ir.Name("logp_back_picked"), c.args[1],
-                                              *sc.index.elts, sc.value), s.loc, back=True)
+                                              *sc.index.elts, sc.value, sc.zeros.args[1]),
+                           s.loc, back=True)
         dropped.add(j)
     if not dropped:
         return stmts
