@@ -192,13 +192,21 @@ def logp_back(dy, y, axis=-1):
     k = y.shape[-1]
     y2, dy2, s2 = y.reshape(-1, k), dy.reshape(-1, k), s.reshape(-1, 1)
     out = pool.empty(y2.shape, np.result_type(dy.dtype, y.dtype))
-    rows = max(1, _LSE_BLOCK // k)
+    _exp_scaled_rows(y2, s2, out, dy2)
+    return out.reshape(y.shape)
+
+
+def _exp_scaled_rows(y2, s2, out, dy2=None) -> None:
+    """``out = exp(y2) * s2`` (``s2``: one factor per row), or ``dy2 - exp(y2) * s2`` when
+    ``dy2`` is given, for 2-D NumPy arrays: a block of rows at a time, each block's exp, scale
+    and difference done while it is in cache (one pass over ``out``, not three)."""
+    rows = max(1, _LSE_BLOCK // y2.shape[1])
     for i in range(0, y2.shape[0], rows):
         o = out[i:i + rows]
         np.exp(y2[i:i + rows], out=o)
         o *= s2[i:i + rows]
-        np.subtract(dy2[i:i + rows], o, out=o)
-    return out.reshape(y.shape)
+        if dy2 is not None:
+            np.subtract(dy2[i:i + rows], o, out=o)
 
 
 def logp_back_picked(y, rows, cols, v, dtype, inplace=False):
@@ -222,11 +230,7 @@ def logp_back_picked(y, rows, cols, v, dtype, inplace=False):
     s = (-s).astype(np.result_type(dtype, y.dtype)).reshape(n, 1)
     out = y if inplace and y.dtype == s.dtype and y.flags.c_contiguous and y.flags.writeable \
         else pool.empty((n, k), s.dtype)
-    rows_per = max(1, _LSE_BLOCK // k)
-    for i in range(0, n, rows_per):
-        o = out[i:i + rows_per]
-        np.exp(y[i:i + rows_per], out=o)
-        o *= s[i:i + rows_per]
+    _exp_scaled_rows(y, s, out)
     np.add.at(out, (rows, cols), v)
     return out
 
@@ -367,13 +371,21 @@ def add_rows(out, idx, v):
             or not out.flags.c_contiguous:
         xp.add.at(out, idx, v)
         return out
-    i = np.where(i < 0, i + out.shape[0], i)
+    rows, sums = sum_by_row(i, v.reshape(i.size, -1), out.shape[0])
+    out.reshape(out.shape[0], -1)[rows] += sums
+    return out
+
+
+def sum_by_row(i, v, n: int) -> tuple:
+    """``(rows, sums)`` for a non-empty flat NumPy int index ``i`` into ``n`` rows (negative
+    counting from the end) and ``v``, one row of values per index: each row once, in increasing
+    order, with the sum of its values (in the order given). Sorting, then ``np.add.reduceat``
+    over runs of equal rows: ``add_rows``, and ``SparseRows.coalesce``."""
+    i = np.where(i < 0, i + n, i)
     order = np.argsort(i, kind="stable")
     si = i[order]
     starts = np.flatnonzero(np.concatenate(([True], si[1:] != si[:-1])))
-    rows = v.reshape(i.size, -1)[order]
-    out.reshape(out.shape[0], -1)[si[starts]] += np.add.reduceat(rows, starts, axis=0)
-    return out
+    return si[starts], np.add.reduceat(v[order], starts, axis=0)
 
 
 def relu_grad(y, dy):

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .prims import add_rows
+from .prims import add_rows, sum_by_row
 
 __all__ = ["SparseRows", "sparse_rows", "sparse_rows_add"]
 
@@ -63,20 +63,16 @@ class SparseRows:
     def coalesce(self) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, values)``: each row once, in increasing order, with the sum of what every
         part adds to it (``values`` of shape ``(len(rows),) + shape[1:]``)."""
-        n, rest = self.shape[0], self.shape[1:]
+        rest = self.shape[1:]
         index = np.concatenate([np.asarray(i, np.intp).ravel() for i, _ in self.parts])
         values = np.concatenate([np.asarray(v, self.dtype).reshape((-1,) + rest)
                                  for _, v in self.parts])
-        index = np.where(index < 0, index + n, index)
-        order = np.argsort(index, kind="stable")
-        index = index[order]
-        starts = np.flatnonzero(np.concatenate(([True], index[1:] != index[:-1]))) \
-            if index.size else np.zeros(0, np.intp)
-        summed = np.add.reduceat(values[order], starts, axis=0) if index.size else values[:0]
-        return index[starts], summed
+        if not index.size:
+            return index, values
+        return sum_by_row(index, values, self.shape[0])
 
     def _scaled(self, c) -> "SparseRows":
-        if not isinstance(c, (int, float, np.number)) or isinstance(c, bool):
+        if not _is_scalar(c):
             return NotImplemented
         return SparseRows(self.shape, self.dtype,
                           tuple((i, (v * c).astype(self.dtype, copy=False)) for i, v in self.parts))
@@ -96,9 +92,7 @@ class SparseRows:
         return self
 
     def __truediv__(self, c):
-        if not isinstance(c, (int, float, np.number)) or isinstance(c, bool):
-            return NotImplemented
-        return self._scaled(1.0 / c)
+        return self._scaled(1.0 / c) if _is_scalar(c) else NotImplemented
 
     def __neg__(self) -> "SparseRows":
         return self._scaled(-1)
@@ -121,13 +115,20 @@ class SparseRows:
         return f"SparseRows(shape={self.shape}, dtype={self.dtype}, {n} rows in {len(self.parts)} parts)"
 
 
+def _is_scalar(c) -> bool:
+    return isinstance(c, (int, float, np.number)) and not isinstance(c, bool)
+
+
+def _part(index, values, dtype) -> tuple:
+    """One contribution, copied: later writes to the program's buffers cannot reach it."""
+    return np.array(index, np.intp), np.array(values, dtype)
+
+
 def sparse_rows(shape: tuple, dtype: Any, index, values) -> SparseRows:
-    """The first contribution to a row-sparse gradient (generated code): copies of ``index``
-    and ``values``, so that later writes to the program's buffers cannot reach the result."""
-    return SparseRows(shape, dtype, ((np.array(index, np.intp), np.array(values, dtype)),))
+    """The first contribution to a row-sparse gradient (generated code)."""
+    return SparseRows(shape, dtype, (_part(index, values, dtype),))
 
 
 def sparse_rows_add(g: SparseRows, index, values) -> SparseRows:
     """A further contribution (a second lookup of the same table)."""
-    return SparseRows(g.shape, g.dtype, g.parts + ((np.array(index, np.intp),
-                                                   np.array(values, g.dtype)),))
+    return SparseRows(g.shape, g.dtype, g.parts + (_part(index, values, g.dtype),))
