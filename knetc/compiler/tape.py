@@ -237,6 +237,17 @@ def identifier(text) -> str:
     return s if s and not s[0].isdigit() else f"v{s}"
 
 
+def one_int(i) -> bool:
+    """Is index ``i`` one int: a Python int (not a bool), or a traced 0-d integer value (an
+    argument's int read as data, an element of an int array)? (A row of the first axis.)"""
+    if type(i) is int:
+        return True
+    if type(i) is not Sym:
+        return False
+    v = i.val
+    return type(v) is int or (getattr(v, "ndim", None) == 0 and v.dtype.kind in "iu")
+
+
 # Products smaller than this keep ``x @ W + b`` as two operations: a Python call costs about a
 # microsecond (an 8x8 layer's whole product and add take two), and below this size the array
 # saved is not worth it; above, one fresh array fewer (a language model's (T*B, vocabulary)
@@ -426,10 +437,9 @@ class Tape:
         op = Op("call", outs, fn, args, kwargs, self.loc, rule)
         op.saved_val = saved_val
         self.ops.append(op)
-        if fn is operator.getitem and type(outs) is Sym and type(args[0]) is Sym and args[0].ndim:
-            i = args[1]
-            if type(i) is int or (type(i) is Sym and i.ndim == 0 and i.dtype.kind in "iu"):
-                self.rows[id(outs)] = (args[0], i)
+        if fn is operator.getitem and type(outs) is Sym and type(args[0]) is Sym and \
+                args[0].ndim and one_int(args[1]):     # (NumPy's rows take _row, above)
+            self.rows[id(outs)] = (args[0], args[1])
         if _shape_from_data(fn, args, kwargs):
             # x[x > 0], np.nonzero(x), np.repeat(x, counts): the result's shape depends on
             # values, and the code after it was written for this shape: guard it (another shape
@@ -495,21 +505,11 @@ class Tape:
         checks, none of which applies (no container to build, no dtype promotion, no value
         that decides the shape, no knetc code run by NumPy's indexing). None: not that case."""
         if type(x) is not Sym or type(x.val) is not np.ndarray or x.val.ndim == 0 or \
-                x.val.dtype.kind == "O":
-            return None
-        if type(i) is int:
-            ci = i
-        elif type(i) is Sym:     # an int read as data (selectors.IntArg), a 0-d int array
-            ci = i.val
-            t = type(ci)
-            if t is not int and not (isinstance(ci, (np.integer, np.ndarray)) and ci.ndim == 0
-                                     and ci.dtype.kind in "iu"):
-                return None
-        else:
+                x.val.dtype.kind == "O" or not one_int(i):
             return None
         rule = registry.lookup(operator.getitem)
         try:
-            val = x.val[ci]
+            val = x.val[i.val if type(i) is Sym else i]
         except Exception as e:
             e.add_note(f'knetc: while specializing "{self.loc[0]}", line {self.loc[1]}')
             raise

@@ -4,7 +4,7 @@ import operator
 import numpy as np
 
 from ..compiler import ir
-from ..compiler.tape import Sym
+from ..compiler.tape import Sym, one_int
 from ..compiler.values import index_expr, value_expr
 from ..runtime import prims
 from ..runtime.backend import array_module
@@ -119,7 +119,7 @@ def _scatter_mode(idx):
         v = p.val if isinstance(p, Sym) else p
         if isinstance(v, list) or (hasattr(v, "dtype") and np.ndim(v) > 0 and v.dtype != bool):
             return "rows" if type(idx) is not tuple and not isinstance(v, list) else "at"
-    if type(idx) is int or (isinstance(idx, Sym) and idx.ndim == 0 and idx.dtype.kind in "iu"):
+    if one_int(idx):
         return "row"
     return "basic"
 
