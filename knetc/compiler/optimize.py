@@ -194,7 +194,7 @@ def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str, logp: str | None = No
     the scores fewer). ``forward()``: the statements that ran before ``stmts`` (tier 0 runs only
     the adjoint; they may make views of ``y``), None when ``stmts`` is the whole program."""
     uses, where = _reads_and_scatters(stmts)
-    out, dropped = list(stmts), set()
+    out, dropped, fused = list(stmts), set(), []
     for i, s in enumerate(stmts):
         if type(s) is not ir.Assign or len(s.targets) != 1 or type(s.value) is not ir.Call:
             continue
@@ -219,30 +219,30 @@ def fuse_picked_logp(stmts: list[ir.Stmt], logp_back: str, logp: str | None = No
                                               *sc.index.elts, sc.value, sc.zeros.args[1]),
                            s.loc, back=True)
         dropped.add(j)
-    if not dropped:
+        fused.append(i)
+    if not fused:
         return stmts
     if logp is not None:
-        _write_into_dead_logp(stmts, out, logp, forward)
+        _write_into_dead_logp(stmts, out, fused, logp, forward)
     return [s for j, s in enumerate(out) if j not in dropped]
 
 
-def _write_into_dead_logp(stmts, out, logp: str, forward) -> None:
-    """``fuse_picked_logp``'s in-place form, where it is safe (see there): ``out[i]`` gets
-    ``inplace=True``."""
+def _write_into_dead_logp(stmts, out, fused: list, logp: str, forward) -> None:
+    """``fuse_picked_logp``'s in-place form, where it is safe (see there): ``out[i]`` for ``i``
+    in ``fused`` gets ``inplace=True``."""
     before = forward() if forward is not None else []
     full = before + stmts
     made = {s.targets[0] for s in full if type(s) is ir.Assign and len(s.targets) == 1
             and not s.unpack and type(s.value) is ir.Call and type(s.value.func) is ir.Name
             and s.value.func.id == logp and not s.value.kwargs}
-    for i, s in enumerate(out):
-        if type(s) is ir.Assign and type(s.value) is ir.Call and \
-                type(s.value.func) is ir.Name and s.value.func.id == "logp_back_picked":
-            y, at = s.value.args[0], len(before) + i
-            # (the call's own result is meant to take y's memory: not a view that keeps it)
-            if isinstance(y, ir.Name) and y.id in made and not _escapes(full, y.id) and \
-                    _memory_last_use(full, fresh_at=at).get(y.id, -1) <= at:
-                out[i] = ir.Assign(s.targets, ir.call(s.value.func, *s.value.args, ir.Const(True)),
-                                   s.loc, back=True)
+    for i in fused:
+        s = out[i]
+        y, at = s.value.args[0], len(before) + i
+        # (the call's own result is meant to take y's memory: not a view that keeps it)
+        if isinstance(y, ir.Name) and y.id in made and not _escapes(full, y.id) and \
+                _memory_last_use(full, fresh_at=at).get(y.id, -1) <= at:
+            out[i] = ir.Assign(s.targets, ir.call(s.value.func, *s.value.args, ir.Const(True)),
+                               s.loc, back=True)
 
 
 def _escapes(stmts: list[ir.Stmt], name: str) -> bool:
