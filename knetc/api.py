@@ -247,7 +247,12 @@ class Grad(Inlinable):
         """Specialize for a call no cached entry fits, and run it: ``(gradient, loss)``.
 
         A key never seen may run at tier 0; a known key whose guards all failed (another branch)
-        is compiled, as branches of one structure tend to recur."""
+        is compiled, as branches of one structure tend to recur. While misses outnumber hits
+        (a new tree most calls), traces use units (compiler/units.py), compiled ones too: a
+        tree that comes back compiles its own operations and a call per helper, not every
+        helper's operations again (measured 2026-11-30 on the DyNet treenn: a 40-node tree's
+        compile 125 → 32 ms, its hits 7.4 → 9.5 ms; a 200-tree set's second epoch 57 → 17 ms
+        a tree, torch 18)."""
         cache = self._cache
         cache.misses += 1    # counts are statistics: a race between threads may lose one
         if not settings.enabled("tier0") or isinstance(self.fun, Grad):
@@ -256,10 +261,11 @@ class Grad(Inlinable):
         if first:
             with self._lock:
                 first = not cache.seen_once(key)     # a key that comes back is compiled
-        tier0 = first and cache.misses > TIER0_AFTER and cache.hits < cache.misses
+        dynamic = cache.misses > TIER0_AFTER and cache.hits < cache.misses
+        tier0 = first and dynamic
         with prims.training_mode(_training()):
             tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                       has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=tier0,
+                       has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=dynamic,
                        sparse=self.sparse)
             try:
                 return self._run_trace(tr, bound, key, first, tier0)

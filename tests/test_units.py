@@ -391,3 +391,91 @@ def test_a_unit_that_hands_an_argument_back_passes_its_gradient():
     num = numeric_grad(lambda c: loss_through({**w, "c": c}, x), w["c"].copy())
     np.testing.assert_allclose(got["c"], num, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(got["c"], want["c"], rtol=1e-12, atol=1e-14)
+
+
+def test_a_tree_that_comes_back_while_trees_mostly_miss_compiles_with_its_units():
+    """A second epoch over a few hundred trees: each tree comes back once its function is known
+    to miss mostly. Its compiled code calls the units (a call per helper, not every helper's
+    operations again); it hits afterwards, and its gradients are the inlined ones."""
+    def loss(w, tree):                   # a fresh function: a cache (and counts) of its own
+        return tree_loss(w, tree)
+    units._units.clear()
+    units._seen.clear()
+    w = params()
+    rng = np.random.default_rng(21)
+    def shape(t):                        # a tree's key: its structure (the ints are data)
+        return 0 if len(t) == 2 else (shape(t[1]), shape(t[2]))
+    trees, shapes = [], set()
+    while len(trees) < 8:
+        t = random_tree(rng)
+        if len(t) == 3 and shape(t) not in shapes:
+            trees.append(t)
+            shapes.add(shape(t))
+    g = knetc.grad(loss)
+    for t in trees:
+        g(w, t)
+    info = knetc.cache_info(loss)
+    assert info.tier0 >= 6 and info.hits == 0
+    back = trees[-1]
+    got = g(w, back)                     # comes back: compiled, with the units
+    assert knetc.cache_info(loss).entries == info.entries + 1
+    entries = [e for es in g._cache.values() for e in es]
+    assert len(entries) >= 1
+    assert any("_vjp(" in e.source for e in entries), entries[-1].source   # a unit's backward
+    again = g(w, back)
+    assert knetc.cache_info(loss).hits == info.hits + 1
+    with settings.override(units=False):
+        want = knetc.grad(lambda w, t: tree_loss(w, t))(w, back)
+    _agree(got, want)
+    _agree(again, want)
+    num = numeric_grad(lambda W: tree_loss({**w, "W": W}, back), w["W"].copy())
+    np.testing.assert_allclose(got["W"], num, rtol=1e-6, atol=1e-9)
+
+
+def two(w, x, c):                        # two outputs: the last call's second goes nowhere
+    h = np.tanh(x @ w["W2"] + w["b2"])
+    return h, np.exp(h * c)
+
+
+def run_two(w, x, cs):
+    s = 0.0
+    for c in cs[:-1]:
+        x, big = two(w, x, c)
+        s = s + np.sum(np.tanh(big))
+    x, _ = two(w, x, cs[-1])
+    return s + np.sum(x * x)
+
+
+@pytest.mark.parametrize("last", [0.5, 1e4])
+def test_an_output_without_gradient_takes_zeros_and_stays_exact(last, monkeypatch):
+    """A call whose second output goes nowhere uses the backward of every output, given zeros
+    for it (one backward compiled per kind, not per set of outputs), and its gradient is the
+    inlined one. When that output overflowed (exp of 1e4), zeros times inf would be nan: the
+    call is made again with a backward of its first output alone, as exact as inlined."""
+    units._units.clear()
+    units._seen.clear()
+    made = []
+    real = units.Unit._make_vjp
+    monkeypatch.setattr(units.Unit, "_make_vjp", lambda self, mask: made.append(mask) or
+                        real(self, mask))
+    r = np.random.default_rng(8)
+    w = {"W2": r.standard_normal((4, 4)) * 0.5, "b2": r.standard_normal(4)}
+    x = r.standard_normal(4)
+    cs = [np.full(4, 0.5)] * 6 + [np.full(4, last)]
+    import knetc.api as api
+    with settings.override(tier0=True), np.errstate(over="ignore", invalid="ignore"):
+        old, api.TIER0_AFTER = api.TIER0_AFTER, -1
+        try:
+            got = knetc.grad(lambda w, x, cs: run_two(w, x, cs))(w, x, cs)
+        finally:
+            api.TIER0_AFTER = old
+        with settings.override(units=False):
+            want = knetc.grad(lambda w, x, cs: run_two(w, x, cs))(w, x, cs)
+    assert made[0] == (True, True)
+    assert made == ([(True, True)] if last < 1 else [(True, True), (True, False)])
+    for k in w:
+        assert np.all(np.isfinite(got[k]))
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14)
+    if last < 1:
+        num = numeric_grad(lambda W: run_two({**w, "W2": W}, x, cs), w["W2"].copy())
+        np.testing.assert_allclose(got["W2"], num, rtol=1e-6, atol=1e-9)

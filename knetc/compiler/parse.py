@@ -260,6 +260,24 @@ def provide_source(fn, text) -> None:
         _given[id(code)] = (weakref.ref(code, _forget(_given, id(code))), found, pseudo, text)
 
 
+def define(name: str, text: str, namespace: dict, label: str):
+    """The function ``name`` that knetc itself writes as ``text`` (one def), run in
+    ``namespace``: its code is compiled from the very tree registered as its source, so the
+    check ``provide_source`` makes of a user's text has nothing to find (a unit's backward is
+    made this way, once per kind of call: compiler/units.py). The text is kept in linecache
+    under ``<knetc label>`` for tracebacks."""
+    tree = ast.parse(text)
+    pseudo = f"<knetc {label} #{hashlib.sha1(text.encode()).hexdigest()[:8]}>"
+    linecache.cache[pseudo] = (len(text), None, text.splitlines(True), pseudo)
+    exec(compile(tree, pseudo, "exec", dont_inherit=True), namespace)     # noqa: S102
+    fn = namespace[name]
+    code = fn.__code__
+    node = gast.ast_to_gast(tree.body[0])
+    with _lock:
+        _given[id(code)] = (weakref.ref(code, _forget(_given, id(code))), node, pseudo, text)
+    return fn
+
+
 def _register(name: str, text: str, origin: str, pseudo: str | None = None) -> tuple:
     """``(pseudo-file, lines)``: ``text`` registered with linecache (under ``pseudo``, or a
     name of its own made from ``name`` and the text), remembered as a source for ``origin``."""

@@ -18,8 +18,11 @@ there: a recomputation, not saved memory); an embedding it only indexes gets bac
 read (``_gathers``). Each trace that uses a unit guards the functions its helper calls, and a
 unit is not used once one of them was rebound (``Unit.usable``). Every trace of NumPy code
 learns (a compiled first call too: the next new structure, at tier 0, then starts with its
-units); only traces run at tier 0 (knetc.api: functions whose calls mostly miss) use units, so
-code that is reused is still written out whole. ``KNETC_UNITS=0`` turns them off.
+units); only the traces of functions whose calls mostly miss (knetc.api) use units, run at
+tier 0 and compiled when a structure comes back alike (compiled whole, a big tree cost about
+four tier-0 runs, and a cache of 512 entries dropped it before a dataset of more trees came
+round again); code of functions whose calls mostly hit is written out whole.
+``KNETC_UNITS=0`` turns them off.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import numpy as np
 
 from ..rules import registry
 from . import ir
-from .parse import provide_source
+from .parse import define
 from .selectors import IntArg
 from .tape import Sym, syms_in
 
@@ -43,6 +46,7 @@ MIN_OPS = 4          # a helper of fewer operations is inlined (a unit costs abo
 # node), not for one that came back once (most subtrees of a recursive encoder).
 UNIT_AFTER = 3
 OPS_PER_SIGHTING = 2   # and, for a large helper, once per this many of its operations
+PAD_BYTES = 1 << 16  # outputs without a gradient up to this size get zeros (Unit._padded)
 MAX_UNITS = 4096     # kinds remembered (the oldest forgotten), units and refusals
 MAX_SEEN = 16384     # kinds seen self-contained but not (yet) often enough to be units
 
@@ -171,7 +175,7 @@ def learn(sig, fn, leaves, ops, result, inlined, clean: bool, library) -> None:
             if inner is not None:       # what a unit inside uses of what it was given
                 syms = [syms[p] for p in inner.diff_idx]
             used.update(map(id, syms))
-        unit = Unit(fn, sig, leaves, used, shape, len(outs), _bindings(inlined, library),
+        unit = Unit(fn, sig, leaves, used, shape, outs, _bindings(inlined, library),
                     _gathers(ops, leaves))
     with _lock:
         if ok and seen < after:
@@ -341,8 +345,11 @@ class Unit:
     """One kind of call of a helper as one primitive: its forward calls the helper, its rule
     writes one call of the backward (``vjp``)."""
 
-    def __init__(self, fn, sig, leaves, used, shape, nout, bindings, gathers):
+    def __init__(self, fn, sig, leaves, used, shape, outs, bindings, gathers):
+        nout = len(outs)
         self.fn, self.sig, self.shape, self.nout = fn, sig, shape, nout
+        # each output's (shape, dtype): its gradient's zeros, where a call's is missing (vjp)
+        self.out_zeros = [(tuple(o.shape), o.dtype) for o in outs]
         self.bindings = bindings
         self.kinds = sig[1]
         self.nargs = len(self.kinds)
@@ -439,8 +446,36 @@ class Unit:
         used, for the outputs marked in ``mask``."""
         fn = self._vjps.get(mask)
         if fn is None:
-            fn = self._vjps[mask] = self._make_vjp(mask)
+            fn = self._vjps[mask] = self._padded(mask) or self._make_vjp(mask)
         return fn
+
+    def _padded(self, mask: tuple):
+        """The backward of every output, given zeros for the small outputs ``mask`` leaves out
+        (a tree's root node: its cell state goes nowhere), or None: one backward compiled per
+        kind, not one per mask. Exact: a backward is linear in its output gradients, so the
+        zeros add nothing (0 * finite), unless an intermediate was infinite (0 * inf is nan);
+        then a result is not finite and the call is made again with the backward of ``mask``
+        itself."""
+        full = (True,) * self.nout
+        missing = [z for z, m in zip(self.out_zeros, mask) if not m]
+        if mask == full or sum(int(np.prod(shape)) * dtype.itemsize
+                               for shape, dtype in missing) > PAD_BYTES:
+            return None
+        everything, zeros_of, n = self.vjp(full), self.out_zeros, self.nargs
+        exact = []
+
+        def vjp(*vals):
+            given = iter(vals[n:])
+            grads = [next(given) if m else np.zeros(shape, dtype)
+                     for m, (shape, dtype) in zip(mask, zeros_of)]
+            out = everything(*vals[:n], *grads)
+            if all(np.isfinite(np.sum(g[1] if type(g) is tuple else g)) for g in out):
+                return out
+            if not exact:
+                exact.append(self._make_vjp(mask))
+            return exact[0](*vals)
+        vjp.__name__ = f"{self.prim.__name__}_vjp"
+        return vjp
 
     def _make_vjp(self, mask):
         grad = _make_grad(self._wrapper(mask))
@@ -496,11 +531,7 @@ class Unit:
         text = (f"def {name}(D, R, G):\n"
                 f"    out = _helper({args})\n"
                 f"    return {' + '.join(terms)}\n")
-        ns = {"np": np, "_helper": self.fn}
-        exec(compile(text, f"<knetc unit {name}>", "exec"), ns)     # noqa: S102
-        wrapper = ns[name]
-        provide_source(wrapper, text)
-        return wrapper
+        return define(name, text, {"np": np, "_helper": self.fn}, f"unit {name}")
 
 
 def _data(a):
