@@ -10,6 +10,8 @@ The program has no control flow, so each pass is one walk over the statement lis
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import ir
@@ -496,7 +498,7 @@ def pool_large(stmts: list[ir.Stmt], shapes: dict, dtypes: dict) -> list[ir.Stmt
 def _large(name, shapes, dtypes) -> bool:
     shape, dtype = shapes.get(name), dtypes.get(name)
     return bool(shape) and isinstance(dtype, np.dtype) and \
-        int(np.prod(shape, dtype=np.int64)) * dtype.itemsize >= pool.MIN_BYTES
+        math.prod(shape) * dtype.itemsize >= pool.MIN_BYTES     # (Python ints: no overflow)
 
 
 def _pooled(v):

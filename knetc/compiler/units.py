@@ -26,6 +26,7 @@ round again); code of functions whose calls mostly hit is written out whole.
 """
 from __future__ import annotations
 
+import math
 import operator
 import threading
 import types
@@ -458,7 +459,7 @@ class Unit:
         itself."""
         full = (True,) * self.nout
         missing = [z for z, m in zip(self.out_zeros, mask) if not m]
-        if mask == full or sum(int(np.prod(shape)) * dtype.itemsize
+        if mask == full or sum(math.prod(shape) * dtype.itemsize
                                for shape, dtype in missing) > PAD_BYTES:
             return None
         everything, zeros_of, n = self.vjp(full), self.out_zeros, self.nargs
