@@ -260,7 +260,9 @@ class Grad(Inlinable):
         first = new_key
         if first:
             with self._lock:
-                first = not cache.seen_once(key)     # a key that comes back is compiled
+                # a key that comes back is compiled, unless it came back from so far that
+                # its entry would be evicted before its next return
+                first = not cache.seen_once(key, MAX_ENTRIES)
         dynamic = cache.misses > TIER0_AFTER and cache.hits < cache.misses
         tier0 = first and dynamic
         with prims.training_mode(_training()):

@@ -472,6 +472,40 @@ def test_a_tier_0_key_that_comes_back_is_compiled(tier0):
     assert l0 == l1 == pytest.approx(lw, rel=1e-12)
 
 
+def test_a_key_that_comes_back_from_beyond_the_cache_stays_at_tier_0(tier0, monkeypatch):
+    """Epochs over more trees than the cache holds: a tree comes back after more misses than
+    MAX_ENTRIES, and its compiled entry would be evicted before its next return, so it runs at
+    tier 0 again (compiling it every other epoch cost more than tier 0 every epoch). Over
+    fewer trees, the second epoch compiles them and the third hits."""
+    monkeypatch.setattr(api, "MAX_ENTRIES", 4)
+
+    def far(w, tree, label):
+        return _tree_loss(w, tree, label)
+
+    def near(w, tree, label):
+        return _tree_loss(w, tree, label)
+    w = _tree_params()
+    trees = TREES[1:]                   # seven structures: more than 4
+    g = knetc.grad(far)
+    for epoch in range(3):
+        for t in trees:
+            got = g(w, t, 1)
+    info = knetc.cache_info(far)
+    # only the very first call compiled (TIER0_AFTER), and hits in the epochs after
+    assert info.entries == api.TIER0_AFTER and info.hits == 2 * api.TIER0_AFTER
+    assert info.tier0 == info.misses - api.TIER0_AFTER == 3 * len(trees) - 3 * api.TIER0_AFTER
+    want = knetc.numeric_grad(far, w, trees[-1], 1)
+    for k in w:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-8)
+    g = knetc.grad(near)
+    for epoch in range(3):
+        for t in trees[:3]:
+            g(w, t, 1)
+    info = knetc.cache_info(near)
+    # the first compiled on its first call; the other two at tier 0, compiled in epoch two
+    assert info.entries == 3 and info.tier0 == 2 and info.hits == 2 + 2
+
+
 def _tree_with_state(w, tree, state):
     h = _encode(w, tree)
     state[0] = knetc.getval(h)          # a store into the caller's list, as charlm's loss does

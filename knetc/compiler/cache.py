@@ -175,12 +175,15 @@ class SpecCache(dict):
     def info(self) -> CacheInfo:
         return CacheInfo(self.hits, self.misses, sum(len(v) for v in self.values()), self.tier0)
 
-    def seen_once(self, key) -> bool:
-        """Was ``key`` run at tier 0 before? (Records it if not; bounded, oldest dropped.)"""
-        if key in self._once:
-            del self._once[key]
+    def seen_once(self, key, within: int) -> bool:
+        """Was ``key`` run at tier 0 at most ``within`` misses ago? (Records this sighting if
+        not; bounded, oldest dropped.) A key that comes back from further away is as good as
+        new: compiled, its entry would be evicted before its next return (a dataset of more
+        trees than the cache holds, epoch after epoch)."""
+        then = self._once.pop(key, None)
+        if then is not None and self.misses - then <= within:
             return True
-        self._once[key] = None
+        self._once[key] = self.misses
         if len(self._once) > 4096:
             del self._once[next(iter(self._once))]
         return False
