@@ -393,10 +393,12 @@ def test_a_unit_that_hands_an_argument_back_passes_its_gradient():
     np.testing.assert_allclose(got["c"], want["c"], rtol=1e-12, atol=1e-14)
 
 
-def test_a_tree_that_comes_back_while_trees_mostly_miss_compiles_with_its_units():
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_tree_that_comes_back_while_trees_mostly_miss_compiles_with_its_units(sparse):
     """A second epoch over a few hundred trees: each tree comes back once its function is known
     to miss mostly. Its compiled code calls the units (a call per helper, not every helper's
-    operations again); it hits afterwards, and its gradients are the inlined ones."""
+    operations again); it hits afterwards, and its gradients are the inlined ones (also the
+    embedding's rows, with sparse=True)."""
     def loss(w, tree):                   # a fresh function: a cache (and counts) of its own
         return tree_loss(w, tree)
     units._units.clear()
@@ -411,19 +413,23 @@ def test_a_tree_that_comes_back_while_trees_mostly_miss_compiles_with_its_units(
         if len(t) == 3 and shape(t) not in shapes:
             trees.append(t)
             shapes.add(shape(t))
-    g = knetc.grad(loss)
+    g = knetc.grad(loss, sparse=sparse)
     for t in trees:
         g(w, t)
-    info = knetc.cache_info(loss)
+    info = knetc.cache_info(loss, sparse=sparse)
     assert info.tier0 >= 6 and info.hits == 0
     back = trees[-1]
     got = g(w, back)                     # comes back: compiled, with the units
-    assert knetc.cache_info(loss).entries == info.entries + 1
+    assert knetc.cache_info(loss, sparse=sparse).entries == info.entries + 1
     entries = [e for es in g._cache.values() for e in es]
     assert len(entries) >= 1
     assert any("_vjp(" in e.source for e in entries), entries[-1].source   # a unit's backward
     again = g(w, back)
-    assert knetc.cache_info(loss).hits == info.hits + 1
+    assert knetc.cache_info(loss, sparse=sparse).hits == info.hits + 1
+    if sparse:
+        assert isinstance(got["E"], knetc.SparseRows)
+        got, again = ({k: v if v is None else np.asarray(v) for k, v in d.items()}
+                      for d in (got, again))
     with settings.override(units=False):
         want = knetc.grad(lambda w, t: tree_loss(w, t))(w, back)
     _agree(got, want)

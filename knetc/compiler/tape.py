@@ -59,7 +59,10 @@ class Sym:
 
     @property
     def dtype(self):
-        return getattr(self.val, "dtype", np.dtype(type(self.val)))
+        try:
+            return self.val.dtype
+        except AttributeError:      # a Python scalar
+            return np.dtype(type(self.val))
 
     @property
     def nbytes(self) -> int:

@@ -71,12 +71,16 @@ class _Not(Exception):
 
 def _kind(v, leaves: list, memo: dict):
     """The signature of one argument; its Syms and IntArgs appended to ``leaves`` in order.
-    ``memo``: id(tuple) -> (tuple, kind, its leaves), for one trace (a recursive encoder asks
-    for every subtree's kind again at every level above it; tuples do not change)."""
+    ``memo``: id(tuple) -> (tuple, kind, its leaves) and id(Sym) -> (Sym, kind), for one trace
+    (a recursive encoder asks for every subtree's kind again at every level above it, and for
+    the weights' at every call; tuples and traced values do not change)."""
     t = type(v)
     if t is Sym:
         leaves.append(v)
-        return ("S", type(v.val), v.shape, v.dtype.str, v.diff)
+        hit = memo.get(id(v))       # (a Sym's value does not change while it is traced)
+        if hit is None or hit[0] is not v:
+            hit = memo[id(v)] = (v, ("S", type(v.val), v.shape, v.dtype.str, v.diff))
+        return hit[1]
     if t is IntArg:
         leaves.append(v)
         return ("I",)
