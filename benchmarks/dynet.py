@@ -23,6 +23,8 @@ same initial weights with plain SGD, a step per minibatch (rnnlm) or sentence (t
 One BLAS/OpenMP/torch thread (set before the imports) unless ``--threads`` says otherwise.
 
 Run: python benchmarks/dynet.py [--quick | --dry-run] [--models rnnlm,tagger,...] [--json FILE]
+or, epochs over the same examples: python benchmarks/dynet.py --models treenn --epochs 3
+--examples 300
 """
 from __future__ import annotations
 
@@ -428,6 +430,28 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
     return row
 
 
+def epochs(model, count, n, peers, lr=0.1) -> dict:
+    """ms per example of ``n`` epochs over the same ``count`` examples (SST-sized trees for
+    treenn, WikiNER-sized sentences for the taggers), knetc and torch in turn after each epoch:
+    what a second and third epoch cost once structures come back."""
+    if model == "treenn":
+        sst = D.sst(count, 0)
+        exs, w0, spec = sst.trees, treenn.init(sst.nwords, sst.nlabels, seed=0), None
+    else:
+        spec, w0, exs, _ = setup(model, "full")
+        exs = exs[:count]
+    verify(model, spec, w0, exs[-1], peers)
+    steps = make_steps(model, spec, w0, lr, [p for p in peers if p == "torch"])
+    out = {name: [] for name in steps}
+    for _ in range(n):
+        for name, step in steps.items():
+            t = time.perf_counter()
+            for ex in exs:
+                step(ex)
+            out[name].append((time.perf_counter() - t) * 1e3 / len(exs))
+    return out
+
+
 def _fmt(x):
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
@@ -474,6 +498,9 @@ def main(argv=None) -> list:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--threads", default="1", help="BLAS/OpenMP/torch threads (default 1)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--epochs", type=int, default=0, metavar="N",
+                   help="instead: N epochs over the same --examples examples, ms per example")
+    p.add_argument("--examples", type=int, default=300)
     a = p.parse_args(argv)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODELS]
@@ -491,6 +518,12 @@ def main(argv=None) -> list:
     warms = {"dry": dict(rnnlm=1, tagger=2, tagger_char=2, treenn=2),
              "quick": dict(rnnlm=4, tagger=300, tagger_char=150, treenn=60),
              "full": dict(rnnlm=8, tagger=1000, tagger_char=500, treenn=200)}[size]
+    if a.epochs:
+        for m in models:
+            res = epochs(m, a.examples, a.epochs, peers)
+            print(f"{m}, {a.examples} examples, ms per example by epoch: " + "; ".join(
+                f"{k} " + " / ".join(f"{x:.1f}" for x in v) for k, v in res.items()), flush=True)
+        return []
     rows = []
     print(f"DyNet benchmarks ({size}; {_N} thread(s); peers: {', '.join(peers) or 'none'})",
           flush=True)

@@ -216,3 +216,15 @@ def test_benchmark_dry_run(tmp_path):
         for peer, err in r["verify"].items():
             assert err["loss"] <= 1e-5 and err["grad"] <= 1e-4, (r["model"], peer)
     assert "treenn" in res.stdout and "sentences/s" in res.stdout
+
+
+def test_benchmark_epochs_mode():
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    res = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", "dynet.py"),
+                          "--models", "treenn", "--epochs", "2", "--examples", "5",
+                          "--no-autograd"], capture_output=True, text=True, timeout=240,
+                         env=env, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    line = [s for s in res.stdout.splitlines() if s.startswith("treenn, 5 examples")][0]
+    knetc_ms = line.split("knetc ")[1].split(";")[0].split(" / ")
+    assert len(knetc_ms) == 2 and all(float(x) > 0 for x in knetc_ms)
