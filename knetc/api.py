@@ -662,18 +662,19 @@ def show(fun: Callable, *args, argnum: int = 0, argnums=None, **kwargs) -> str:
     return g.source(*args, **kwargs)
 
 
-def cache_info(fun: Callable, argnum: int = 0, with_loss: bool = False,
-               sparse: bool = False) -> CacheInfo:
+def cache_info(fun: Callable, argnum: int | tuple = 0, with_loss: bool = False,
+               sparse: bool = False, has_aux: bool = False) -> CacheInfo:
     """Hits, misses, compiled entries and uncompiled (tier 0) runs of ``grad(fun, argnum)``
-    (``with_loss=True``: of ``gradloss``; ``sparse=True``: of ``grad(fun, sparse=True)``; a
-    ``Grad`` or ``@differentiable`` function: its own).
+    (``argnum`` a tuple for ``grad(fun, argnums=(...))``; ``with_loss=True``: of ``gradloss``
+    and ``value_and_grad``; ``sparse=True``: of ``grad(fun, sparse=True)``; ``has_aux=True``:
+    of ``grad(fun, has_aux=True)``; a ``Grad`` or ``@differentiable`` function: its own).
 
     Many misses mean the arguments' shapes, structure or steering values keep changing."""
     if isinstance(fun, Differentiable):
         return fun._g._cache.info()
     if isinstance(fun, Grad):
         return fun._cache.info()
-    return _shared_cache(fun, argnum, with_loss, sparse=sparse).info()
+    return _shared_cache(fun, argnum, with_loss, has_aux, sparse=sparse).info()
 
 
 class Differentiable:

@@ -583,6 +583,16 @@ def test_cache_info_of_grad_objects_and_differentiable_functions():
     assert knetc.cache_info(g) == knetc.cache_info(_loss)
 
 
+def test_cache_info_by_function_of_argnums_tuples_and_has_aux():
+    def f(a, b):
+        return np.sum(a * b), {"n": a.shape[0]}
+    g = knetc.grad(f, argnums=(0, 1), has_aux=True)
+    g(np.ones(2), np.ones(2)), g(np.ones(2), np.ones(2)), g(np.ones(3), np.ones(3))
+    assert knetc.cache_info(f, argnum=(0, 1), has_aux=True) == knetc.cache_info(g)
+    assert knetc.cache_info(f, argnum=(0, 1), has_aux=True)[:3] == (1, 2, 2)
+    assert knetc.cache_info(f, argnum=(0, 1)) == (0, 0, 0, 0)       # another cache
+
+
 # -- the generated key function agrees with spec_of ------------------------------------------
 
 from hypothesis import given, settings, strategies as st   # noqa: E402
