@@ -6,6 +6,7 @@ differentiated argument. Python operators on Syms record operations on the curre
 """
 from __future__ import annotations
 
+import functools
 import keyword as _keyword
 import math
 import operator
@@ -234,8 +235,11 @@ _METHODS = {
 
 
 
+@functools.lru_cache(maxsize=4096, typed=True)     # (the same keys in every trace of a model)
 def identifier(text) -> str:
     """A Python identifier made from ``text`` (a variable, a dict key, a function's name)."""
+    if type(text) is str and text.isidentifier():
+        return text
     s = "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in str(text))
     return s if s and not s[0].isdigit() else f"v{s}"
 
