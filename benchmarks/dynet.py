@@ -8,7 +8,9 @@ same initial weights with plain SGD, a step per minibatch (rnnlm) or sentence (t
 
 1. Same math first: the loss and every gradient of the first step on the same weights and data,
    knetc against each peer (loss to 1e-5 relative, gradients to 1e-4 of their largest entry).
-2. First call: the first step alone, and the first chunk of sentences, per framework.
+2. First call: the first step alone, and the first chunk of sentences, per framework (the
+   JSON also has each framework's very first gradient of the model, the one checked in 1:
+   knetc compiles it whole, torch's first in the process initializes torch).
 3. Warm-up: every framework trains on the same next ``--warm`` examples (a small part of an
    epoch: 300 of WikiNER's 142,153 sentences in --quick), timed and reported as the warm-up
    rate. knetc's cache fills with the sentence lengths and tree shapes that recur; torch and
@@ -340,15 +342,25 @@ def make_steps(model, spec, w0, lr, peers):
     return steps
 
 
-def verify(model, spec, w0, ex, peers) -> dict:
-    """Loss and gradients of one step, knetc against each peer: the worst relative errors."""
-    gk, lk = KNETC[model].lossgrad(copy.deepcopy(w0), *_args(model, spec, ex))
+def verify(model, spec, w0, ex, peers, times: dict | None = None) -> dict:
+    """Loss and gradients of one step, knetc against each peer: the worst relative errors.
+    ``times`` gets the seconds of knetc's and torch's first gradient of this model in the
+    process (knetc's first call compiles; torch's first in a process initializes it)."""
+    w, args = copy.deepcopy(w0), _args(model, spec, ex)
+    t = time.perf_counter()
+    gk, lk = KNETC[model].lossgrad(w, *args)
+    if times is not None:
+        times["knetc"] = time.perf_counter() - t
     out = {}
     for peer in peers:
         if peer == "torch":
             wt = {k: torch.tensor(v, requires_grad=True) for k, v in w0.items()}
-            lt = TORCH[model](wt, *_args(model, spec, _to_torch(ex)))
+            targs = _args(model, spec, _to_torch(ex))
+            t = time.perf_counter()
+            lt = TORCH[model](wt, *targs)
             lt.backward()
+            if times is not None:
+                times["torch"] = time.perf_counter() - t
             lp, gp = lt.item(), {k: v.grad.numpy() for k, v in wt.items()}
         else:
             gfn = autograd.value_and_grad(AUTOGRAD[model])
@@ -371,7 +383,8 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
     need = 1 + chunk * (rounds + 1) + warm
     if len(exs) < need:
         raise ValueError(f"{model}: {len(exs)} examples, {need} needed")
-    check = verify(model, spec, w0, exs[-1], peers)
+    first_grad: dict = {}
+    check = verify(model, spec, w0, exs[-1], peers, first_grad)
     info0 = knetc.cache_info(KNETC[model].lossgrad)
     steps = make_steps(model, spec, w0, lr, peers)
     names = list(steps)
@@ -415,7 +428,8 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
             steps[name](ex)
         again[name] = sum(map(units, exs[:chunk])) / (time.perf_counter() - t)
     row = {"model": model, "unit": "sentences/s" if model == "treenn" else "words/s",
-           "verify": check, "first": first, "warm": warm, "warm_rate": warm_rate,
+           "verify": check, "first_grad_s": first_grad, "first": first, "warm": warm,
+           "warm_rate": warm_rate,
            "rate": {k: statistics.median(v) for k, v in rates.items()}, "again": again,
            "rates": rates,
            "cache": {f: getattr(info, f) - getattr(info1, f) for f in info._fields},

@@ -212,6 +212,7 @@ def test_benchmark_dry_run(tmp_path):
     for r in rows:
         assert r["rate"]["knetc"] > 0 and r["first"]["knetc"]["first_step_s"] > 0
         assert r["again"]["knetc"] > 0       # the first chunk's second pass
+        assert r["first_grad_s"]["knetc"] > 0
         assert set(r["cache"]) == {"hits", "misses", "entries", "tier0"}
         for peer, err in r["verify"].items():
             assert err["loss"] <= 1e-5 and err["grad"] <= 1e-4, (r["model"], peer)
