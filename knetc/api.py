@@ -268,7 +268,7 @@ class Grad(Inlinable):
         with prims.training_mode(_training()):
             tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
                        has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=dynamic,
-                       sparse=self.sparse)
+                       sparse=self.sparse, with_loss=self.with_loss)
             try:
                 return self._run_trace(tr, bound, key, first, tier0)
             finally:
@@ -313,7 +313,7 @@ class Grad(Inlinable):
             with prims.training_mode(_training()):
                 traced = trace(fun, self._params, self._kinds, bound, self._wrt, pure=pure,
                                has_aux=self.has_aux, keyed_ints=self._cache.keyed_ints,
-                               sparse=self.sparse)
+                               sparse=self.sparse, with_loss=self.with_loss)
             if self._learn(traced):
                 key = None
         entry = compile_trace(traced)

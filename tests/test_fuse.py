@@ -117,7 +117,7 @@ def capture(monkeypatch, fn, args):
         # the program the GPU pipeline would fuse: without the CPU-only uniform-fill folds
         m.setattr(pipeline, "fold_uniform_fills", lambda stmts, shapes, dtypes: stmts)
         m.setattr(pipeline, "records_affine", lambda xp: False)     # (CPU only, as the folds)
-        got["entry"] = knetc.grad(fn).specialize(args)
+        got["entry"] = knetc.gradloss(fn).specialize(args)   # (the loss too: fused alike)
     got["params"] = list(inspect.signature(fn).parameters)
     got["namespace"] = got["entry"].fn.__globals__
     return got

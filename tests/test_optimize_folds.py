@@ -82,3 +82,22 @@ def test_fold_helpers_on_ir():
     dtypes["a"] = np.dtype(np.float64)        # the fill is float32, the product float64: kept
     out = optimize.fold_uniform_fills([full, prod, neg, ret], shapes, dtypes)
     assert out[0].render().startswith("d = np.full")
+
+
+def _two_sums(x):
+    return np.sum(np.exp(x)) + np.sum(x * x)
+
+
+def test_grad_does_not_compute_the_loss_it_does_not_return():
+    """grad hands back the gradient alone: the operations that only compute the loss from the
+    forward's values are dead code (gradloss keeps them); both gradients are the same."""
+    x = np.linspace(-1.0, 1.0, 5)
+    only = knetc.grad(_two_sums).source(x)
+    both = knetc.gradloss(_two_sums).source(x)
+    assert ".sum()" not in only and ".sum()" in both
+    assert only.rstrip().endswith("return dx, None")
+    g = knetc.grad(_two_sums)(x)
+    g2, loss = knetc.gradloss(_two_sums)(x)
+    np.testing.assert_allclose(g, np.exp(x) + 2 * x, rtol=1e-14)
+    np.testing.assert_array_equal(g, g2)
+    assert loss == _two_sums(x)

@@ -67,11 +67,12 @@ class Trace:
     training: bool = True     # the mode it was traced in (prims.training())
     keyed_ints: frozenset | None = None   # the argument ints keyed by value (see trace)
     sparse: bool = False      # embeddings' gradients as knetc.SparseRows (grad(f, sparse=True))
+    with_loss: bool = True    # the generated code returns the loss (False: None, for grad)
 
 
 def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
           has_aux: bool = False, keyed_ints: frozenset | None = None,
-          units: bool = False, sparse: bool = False) -> Trace:
+          units: bool = False, sparse: bool = False, with_loss: bool = True) -> Trace:
     """Specialize ``fn`` to ``args`` and write the adjoint wrt ``args[i]`` for ``i`` in
     ``argnums`` (an int, or a tuple: then the gradient is a tuple), no code yet. ``has_aux``:
     ``fn`` returns ``(loss, aux)``; aux is handed back as a value, never differentiated.
@@ -81,7 +82,9 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     helpers called again with arguments of one kind may be one operation (compiler/units.py;
     for traces run at tier 0, unless ``KNETC_UNITS=0``). ``sparse``: the gradient of an array
     read only by rows (an embedding) is a ``knetc.SparseRows`` (NumPy code that is not ``pure``;
-    optimize.sparse_rows)."""
+    optimize.sparse_rows). ``with_loss=False``: the compiled code hands back None for the loss
+    (``grad``: the operations that only compute the loss from the forward's values are
+    dead code then, as in a unit's backward: its sum of outputs times their gradients)."""
     t0 = time.perf_counter()
     several = type(argnums) is tuple
     argnums = argnums if several else (argnums,)
@@ -125,7 +128,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     return Trace(fn, params, args, argnums, pure, xp, tape, adj, wrt, loss, t0, several, aux,
                  has_aux, prims.training(),
                  None if keyed_ints is None else keyed_ints | frozenset(tape.steered),
-                 sparse and not pure and xp is np)
+                 sparse and not pure and xp is np, with_loss)
 
 
 def records_affine(xp) -> bool:
@@ -374,7 +377,7 @@ def _result_expr(tr: Trace, returned: set | None = None) -> ir.Expr:
         grads = ir.Tuple([_grad_structure(w, tr.adj, widest, fresh, given, bare) for w in tr.wrt])
     else:
         grads = _grad_structure(tr.wrt, tr.adj, widest, fresh, given, bare)
-    out = [grads, value_expr(tr.loss, tr.tape)]
+    out = [grads, value_expr(tr.loss, tr.tape) if tr.with_loss else ir.NONE]
     if tr.has_aux:
         out.append(value_expr(tr.aux, tr.tape))
     return ir.Tuple(out)
