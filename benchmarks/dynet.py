@@ -250,13 +250,14 @@ def a_treenn(w, tree):
 
 
 # ---- the models' settings and data ------------------------------------------------------
-def setup(model: str, size: str, seed: int = 0):
+def setup(model: str, size: str, seed: int = 0, count: int | None = None):
     """``(spec, w, examples, units)``: the model's non-float argument, initial weights, encoded
     examples and a function giving an example's words (or 1 for a tree). ``size``: ``dry``
-    (tiny networks, seconds), ``quick`` or ``full`` (the benchmark's sizes)."""
+    (tiny networks, seconds), ``quick`` or ``full`` (the benchmark's sizes); ``count``: that
+    many sentences or trees instead of the size's."""
     dry = size == "dry"
     if model == "rnnlm":
-        n = {"dry": 32, "quick": 10 * 64, "full": 22 * 64}[size]
+        n = count or {"dry": 32, "quick": 10 * 64, "full": 22 * 64}[size]
         lm = D.ptb(n, seed)
         if dry:   # a small vocabulary, short sentences
             lm = D.LMData([[i % 50 for i in s[:6]] + [50] for s in lm.sents], 51, 50)
@@ -264,7 +265,7 @@ def setup(model: str, size: str, seed: int = 0):
         exs = rnnlm.batches(lm, 4 if dry else 64)
         return spec, w, exs, lambda ex: float(ex[2].sum())
     if model in ("tagger", "tagger_char"):
-        n = {"dry": 8, "quick": 500, "full": 1800}[size]
+        n = count or {"dry": 8, "quick": 500, "full": 1800}[size]
         tags = D.wikiner(n, seed)
         if dry:
             tags.sents = [(s[0][:5], s[1][:5]) for s in tags.sents]
@@ -280,7 +281,7 @@ def setup(model: str, size: str, seed: int = 0):
             exs = [([w_ for w_ in ws[:-1]] + [(0, 3, 5, 0)], g) for ws, g in exs] \
                 if model == "tagger_char" else exs
         return spec, w, exs, lambda ex: float(len(ex[1]))
-    n = {"dry": 8, "quick": 150, "full": 500}[size]
+    n = count or {"dry": 8, "quick": 150, "full": 500}[size]
     sst = D.sst(n, seed)
     trees = sst.trees
     if dry:
@@ -448,12 +449,7 @@ def epochs(model, count, n, peers, lr=0.1) -> dict:
     """ms per example of ``n`` epochs over the same ``count`` examples (SST-sized trees for
     treenn, WikiNER-sized sentences for the taggers), knetc and torch in turn after each epoch:
     what a second and third epoch cost once structures come back."""
-    if model == "treenn":
-        sst = D.sst(count, 0)
-        exs, w0, spec = sst.trees, treenn.init(sst.nwords, sst.nlabels, seed=0), None
-    else:
-        spec, w0, exs, _ = setup(model, "full")
-        exs = exs[:count]
+    spec, w0, exs, _ = setup(model, "full", count=count)
     verify(model, spec, w0, exs[-1], peers)
     steps = make_steps(model, spec, w0, lr, [p for p in peers if p == "torch"])
     out = {name: [] for name in steps}

@@ -263,8 +263,8 @@ def provide_source(fn, text) -> None:
 def define(name: str, text: str, namespace: dict, label: str):
     """The function ``name`` that knetc itself writes as ``text`` (one def), run in
     ``namespace``: its code is compiled from the very tree registered as its source, so the
-    check ``provide_source`` makes of a user's text has nothing to find (a unit's backward is
-    made this way, once per kind of call: compiler/units.py). The text is kept in linecache
+    check ``provide_source`` makes of a user's text has nothing to find (a unit's wrapper,
+    whose gradient is its backward, is made this way: compiler/units.py). The text is kept in linecache
     under ``<knetc label>`` for tracebacks."""
     tree = ast.parse(text)
     pseudo = f"<knetc {label} #{hashlib.sha1(text.encode()).hexdigest()[:8]}>"

@@ -80,7 +80,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     (``SpecCache.keyed_ints``); every other int leaf is an ``IntArg`` (selectors), and the paths
     of those that steered are ``tape.steered``. None: every int is a plain value. ``units``:
     helpers called again with arguments of one kind may be one operation (compiler/units.py;
-    for traces run at tier 0, unless ``KNETC_UNITS=0``). ``sparse``: the gradient of an array
+    for functions whose calls mostly miss, unless ``KNETC_UNITS=0``). ``sparse``: the gradient of an array
     read only by rows (an embedding) is a ``knetc.SparseRows`` (NumPy code that is not ``pure``;
     optimize.sparse_rows). ``with_loss=False``: the compiled code hands back None for the loss
     (``grad``: the operations that only compute the loss from the forward's values are
@@ -96,7 +96,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     spec = Specializer(tape)
     spec.keyed_ints = keyed_ints
     # Every trace of NumPy code learns which helpers are self-contained (compiler/units.py);
-    # only those run at tier 0 use the units (code that is reused is written out whole).
+    # only those the caller asks to (``units``: a function that mostly misses) use them.
     spec.learn_units = not pure and xp is np and settings.enabled("units")
     spec.units = units and spec.learn_units
     mirrored = [spec.mirror_value(a, ir.Name(p), diff=(i in argnums), keypath=(i,))
