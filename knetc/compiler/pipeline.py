@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import inspect
-import linecache
 import os
 import time
 import types
@@ -13,8 +12,8 @@ import numpy as np
 from .. import errors, settings, tree
 from ..runtime import pool, prims
 from ..runtime.backend import device_namespace, devices_of, is_array
-from . import ir
-from .codegen import compile_function, register_source, render, render_body
+from . import interpret, ir
+from .codegen import compile_function, render
 from .optimize import (LOWERING_NAMES, eliminate_dead_code, fold_uniform_fills,
                        fuse_picked_logp, insert_frees, lower_accumulation, pool_large, sparse_rows)
 from .shapes import shapes_from_tape
@@ -254,8 +253,8 @@ def _namespace(tape, xp, capture: bool = False) -> dict:
 #
 # Specializing already ran the forward pass on this call's arguments: every intermediate's value
 # is on the tape. A model whose structure changes every call (a new parse tree per sentence)
-# would compile a function to run it once; instead, tier 0 compiles only the adjoint statements
-# (about half the lines) and runs them over the recorded values. The whole function is compiled
+# would compile a function to run it once; instead, tier 0 walks only the adjoint statements
+# (about half the lines; knetc/compiler/interpret.py, no compile()) over the recorded values. The whole function is compiled
 # when the same specialization is called again (knetc/api.py decides when tier 0 is used).
 
 TIER0_FREE = 1 << 16     # bytes: tier 0 deletes values at least this large after their last use
@@ -310,13 +309,10 @@ def run_traced(tr: Trace) -> tuple:
     for name in recorded:
         if name not in used and recorded[name] >= TIER0_FREE:
             del env[name]
-    source = render_body(body)
     _release(tape)
-    filename = register_source(source, f"{identifier(tr.fn.__name__)}_grad_tier0")
-    # One dict for globals and locals: generated comprehensions see every name.
+    # Walked, not compiled: it runs once (knetc/compiler/interpret.py).
     with pool.off():
-        exec(compile(source, filename, "exec"), env)
-    linecache.cache.pop(filename, None)   # kept for the traceback only when it raised
+        interpret.run(body, env)
     return env["_result"]
 
 
