@@ -31,7 +31,11 @@ MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dep
 # (or ``knetc show``) compiles every specialization (knetc.settings). 1: the first call compiles
 # (a model of fixed shapes goes straight to its hits); a second key before any hit is taken as a
 # dynamic structure (measured 2026-11-30 against 2: the DyNet treenn's 2nd and 3rd trees 36 → 13
-# ms, traced with units; the tagger's first new sentence length 9-10 → 7 ms).
+# ms, traced with units; the tagger's first new sentence length 9-10 → 7 ms). The first call is
+# traced with units, though: if it made and used some (helpers called again alike: a tree's
+# nodes, an unrolled loop's steps), it runs at tier 0 with them, and its key, back at once as
+# the second call (fixed shapes), is compiled written out whole (measured 2026-11-30 on the DyNet
+# treenn: its first step after the first call 42 → 35 ms, torch 43; the first call 75-83 → 71 ms).
 TIER0_AFTER = 1
 # A specialization whose trace (this call's forward pass, run while specializing) took this long
 # runs at tier 0 even before that: its first call then costs one forward pass, not two (and
@@ -263,16 +267,33 @@ class Grad(Inlinable):
                 # a key that comes back is compiled, unless it came back from so far that
                 # its entry would be evicted before its next return
                 first = not cache.seen_once(key, MAX_ENTRIES)
+        opening = cache.misses == 1      # the function's first call
+        if opening:
+            cache.opening = key
         dynamic = cache.misses > TIER0_AFTER and cache.hits < cache.misses
+        if dynamic and cache.misses == 2 and key is not None and key == cache.opening:
+            dynamic = False     # the first call's structure again at once: fixed shapes
         tier0 = first and dynamic
         with prims.training_mode(_training()):
-            tr = trace(self._target, self._params, self._kinds, bound, self._wrt,
-                       has_aux=self.has_aux, keyed_ints=cache.keyed_ints, units=dynamic,
-                       sparse=self.sparse, with_loss=self.with_loss)
+            tr = self._trace(bound, units=dynamic or opening)
+            if opening and tr.unit_calls:
+                # The first call met helpers called again alike (a tree's nodes, an unrolled
+                # loop's steps) and made them units: it runs at tier 0 with them, and is
+                # compiled whole when its key comes back.
+                if can_run_traced(tr):
+                    tier0 = True
+                else:
+                    tr.tape.close()
+                    tr = self._trace(bound, units=False)
             try:
                 return self._run_trace(tr, bound, key, first, tier0)
             finally:
                 tr.tape.close()
+
+    def _trace(self, bound: tuple, units: bool):
+        return trace(self._target, self._params, self._kinds, bound, self._wrt,
+                     has_aux=self.has_aux, keyed_ints=self._cache.keyed_ints, units=units,
+                     sparse=self.sparse, with_loss=self.with_loss)
 
     def _run_trace(self, tr, bound: tuple, key, first: bool, tier0: bool) -> tuple:
         """``_miss`` once traced: a first sighting runs at tier 0 when ``tier0`` said so, or its

@@ -327,9 +327,11 @@ def test_a_unit_inside_a_unit_gathers_its_rows():
     assert any(u.compact for u in outer)
 
 
-def test_a_compiled_first_call_learns_units_and_writes_no_unit():
-    """The first call compiles (its code is reused: written out whole), but it learns which
-    helpers are self-contained, so the next new tree, at tier 0, already uses units."""
+def test_a_first_call_that_makes_units_runs_at_tier_0_and_compiles_whole_when_it_comes_back():
+    """A first call whose helpers are called again alike makes them units and runs at tier 0
+    with them (compiling the whole function costs about as much as tracing it again, wasted on
+    a tree that never comes back). The same key at once again is a model of fixed shapes: it
+    is compiled written out whole, with no unit; a new tree later runs at tier 0 with units."""
     def loss(w, tree):                   # a fresh function: a cache (and counts) of its own
         return tree_loss(w, tree)
     units._units.clear()
@@ -339,19 +341,48 @@ def test_a_compiled_first_call_learns_units_and_writes_no_unit():
     while len(str(big)) < 60:            # enough leaves and nodes to see each kind 3 times
         big = (1, big, random_tree(RNG))
     g = knetc.grad(loss)
-    g(w, big)
-    assert knetc.cache_info(loss).entries == 1 and knetc.cache_info(loss).tier0 == 0
-    src = g.source(w, big)
-    assert "leaf_unit" not in src and "node_unit" not in src
+    with settings.override(units=False):
+        want = knetc.grad(lambda w, t: tree_loss(w, t))(w, big)
+    _agree(g(w, big), want)
+    assert knetc.cache_info(loss).entries == 0 and knetc.cache_info(loss).tier0 == 1
     learned = [sig[0].__name__ for sig, u in list(units._units.items()) if isinstance(u, units.Unit)]
     assert "leaf" in learned and "node" in learned
+    _agree(g(w, big), want)              # back at once: compiled whole
+    assert knetc.cache_info(loss).entries == 1 and knetc.cache_info(loss).tier0 == 1
+    src = g.source(w, big)
+    assert "leaf_unit" not in src and "node_unit" not in src
+    _agree(g(w, big), want)
+    assert knetc.cache_info(loss).hits == 1
     other = (2, big, (0, 3))             # a new tree: tier 0, with the units
     got = g(w, other)
-    assert knetc.cache_info(loss).tier0 == 1
+    assert knetc.cache_info(loss).tier0 == 2
     with settings.override(units=False):
         want = knetc.grad(lambda w, t: tree_loss(w, t))(w, other)
     _agree(got, want)
     num = numeric_grad(lambda W: tree_loss({**w, "W": W}, other), w["W"].copy())
+    np.testing.assert_allclose(got["W"], num, rtol=1e-6, atol=1e-9)
+
+
+def test_a_first_call_with_units_that_tier_0_cannot_run_is_traced_again_without_them():
+    """A random draw outside the helpers keeps tier 0 out (its draw must be the generated
+    code's): the first call is then traced again with every helper written out, and compiled."""
+    def loss(w, tree, rng):
+        h, extra, count = encode(w, tree)
+        mask = rng.random(h.shape) < 0.9
+        return (extra - knetc.logp((h * mask) @ w["U"])[tree[0]]) / count
+    units._units.clear()
+    units._seen.clear()
+    w = params()
+    big = random_tree(np.random.default_rng(11))
+    while len(str(big)) < 60:
+        big = (1, big, random_tree(RNG))
+    g = knetc.grad(loss)
+    got = g(w, big, np.random.default_rng(5))
+    info = knetc.cache_info(loss)
+    assert info.tier0 == 0 and info.entries == 1
+    src = g.source(w, big, np.random.default_rng(5))
+    assert "leaf_unit" not in src and "node_unit" not in src
+    num = numeric_grad(lambda W: loss({**w, "W": W}, big, np.random.default_rng(5)), w["W"].copy())
     np.testing.assert_allclose(got["W"], num, rtol=1e-6, atol=1e-9)
 
 

@@ -139,6 +139,7 @@ class SpecCache(dict):
         self.misses = 0
         self.tier0 = 0
         self._once: dict = {}
+        self.opening = None     # the key of the function's first call (knetc.api)
         self._fast = None      # the generated key function for the first call's structure
         self.watch: tuple = ()  # (weakref.proxy(function), code object), read on every call
         # Some entry was generated for arrays not NumPy's: the GPU-only switches (fuse, capture)

@@ -67,6 +67,7 @@ class Trace:
     keyed_ints: frozenset | None = None   # the argument ints keyed by value (see trace)
     sparse: bool = False      # embeddings' gradients as knetc.SparseRows (grad(f, sparse=True))
     with_loss: bool = True    # the generated code returns the loss (False: None, for grad)
+    unit_calls: int = 0       # helper calls recorded as one operation each (compiler/units.py)
 
 
 def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
@@ -127,7 +128,7 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     return Trace(fn, params, args, argnums, pure, xp, tape, adj, wrt, loss, t0, several, aux,
                  has_aux, prims.training(),
                  None if keyed_ints is None else keyed_ints | frozenset(tape.steered),
-                 sparse and not pure and xp is np, with_loss)
+                 sparse and not pure and xp is np, with_loss, spec.unit_calls)
 
 
 def records_affine(xp) -> bool:
@@ -254,8 +255,9 @@ def _namespace(tape, xp, capture: bool = False) -> dict:
 # Specializing already ran the forward pass on this call's arguments: every intermediate's value
 # is on the tape. A model whose structure changes every call (a new parse tree per sentence)
 # would compile a function to run it once; instead, tier 0 walks only the adjoint statements
-# (about half the lines; knetc/compiler/interpret.py, no compile()) over the recorded values. The whole function is compiled
-# when the same specialization is called again (knetc/api.py decides when tier 0 is used).
+# (about half the lines; knetc/compiler/interpret.py, no compile()) over the recorded values.
+# The whole function is compiled when the same specialization is called again (knetc/api.py
+# decides when tier 0 is used).
 
 TIER0_FREE = 1 << 16     # bytes: tier 0 deletes values at least this large after their last use
 

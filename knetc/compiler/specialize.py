@@ -311,6 +311,7 @@ class Specializer:
         self.keyed_ints: frozenset | None = None
         self.units = False        # helpers called again alike become one operation (units)
         self.learn_units = False  # watch helpers' first calls of a kind (units.learn)
+        self.unit_calls = 0       # calls recorded as one operation of a unit
         self._inlining: list | None = None   # functions inlined while a helper is watched
         self._unit_kinds: dict = {}          # units.lookup's memo of argument kinds
         self._fixed_tuples: dict = {}        # units.contents's memo: tuples that cannot change
@@ -405,6 +406,7 @@ class Specializer:
             unit, sig, leaves = units.lookup(fn, args, self._unit_kinds)
             if unit is not None:
                 if self.units and unit.usable():
+                    self.unit_calls += 1
                     return unit.apply(self, args)
             elif sig is not None:
                 return self._watch(fn, args, sig, leaves)
