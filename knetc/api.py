@@ -41,6 +41,12 @@ TIER0_AFTER = 1
 # runs at tier 0 even before that: its first call then costs one forward pass, not two (and
 # compiles when its key comes back).
 SLOW_TRACE = 0.1
+# So does one whose forward pass computed this many bytes (counted, not timed, so that the
+# choice does not depend on the machine's load): running that forward again in compiled code
+# costs more than the trace's own overhead that compiling at once would save on a second call
+# (measured 2026-11-30: the DyNet rnnlm's first gradient, 30 MB of values, traced in 50-100
+# ms: compiled and run 257 ms, at tier 0 177 ms; torch 188).
+HEAVY_TRACE = 1 << 23
 # A first sighting whose trace recorded this many operations runs at tier 0 too: compiling the
 # whole function costs about as much as specializing it again (a parse tree of 60 nodes: 1300
 # operations, 25 ms of compile() and a second forward pass), which a structure that never comes
@@ -304,7 +310,8 @@ class Grad(Inlinable):
         # A trace whose forward pass was slow (a large model): this call's gradient comes from
         # the values it recorded, as at tier 0, whether or not the code is compiled now;
         # running that forward again in new code would cost it twice.
-        slow = time.perf_counter() - tr.started >= SLOW_TRACE
+        slow = time.perf_counter() - tr.started >= SLOW_TRACE or \
+            tr.recorded_bytes() >= HEAVY_TRACE
         big = len(tr.tape.ops) >= BIG_TRACE
         if first and (tier0 or slow or big) and can_run_traced(tr):
             self._cache.tier0 += 1

@@ -450,6 +450,27 @@ def test_a_big_first_trace_runs_at_tier_0(tier0, monkeypatch):
     assert info.tier0 == 1 and info.entries == 2 and info.misses == 3
 
 
+def test_a_first_trace_that_computed_many_bytes_runs_at_tier_0(tier0, monkeypatch):
+    """A first call whose forward pass computed HEAVY_TRACE bytes or more (counted, not timed)
+    runs at tier 0: compiled, its forward would run twice. Back, it is compiled, and its
+    gradient is still the trace's. Below the threshold the first call compiles."""
+    def loss(w, x):
+        return np.sum(np.tanh(x @ w) ** 2)
+    rng = np.random.default_rng(4)
+    w, x = rng.standard_normal((8, 8)), rng.standard_normal((64, 8))
+    want = knetc.numeric_grad(loss, w, x)
+    g = knetc.grad(loss)
+    monkeypatch.setattr(api, "HEAVY_TRACE", 8 * 64 * 8)     # one (64, 8) float64 result
+    for calls in (1, 2, 3):
+        np.testing.assert_allclose(g(w, x), want, rtol=1e-6, atol=1e-8)
+        info = knetc.cache_info(loss)
+        assert (info.tier0, info.entries) == ((1, 0), (1, 1), (1, 1))[calls - 1]
+    light = knetc.grad(lambda w, x: loss(w, x))
+    monkeypatch.setattr(api, "HEAVY_TRACE", 1 << 30)
+    np.testing.assert_allclose(light(w, x), want, rtol=1e-6, atol=1e-8)
+    assert knetc.cache_info(light).tier0 == 0 and knetc.cache_info(light).entries == 1
+
+
 def test_a_tier_0_key_that_comes_back_is_compiled(tier0):
     def loss(w, tree, label):
         return _tree_loss(w, tree, label)

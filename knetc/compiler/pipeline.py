@@ -69,6 +69,17 @@ class Trace:
     with_loss: bool = True    # the generated code returns the loss (False: None, for grad)
     unit_calls: int = 0       # helper calls recorded as one operation each (compiler/units.py)
 
+    def recorded_bytes(self) -> int:
+        """The size of the values its forward pass computed (what running it again would
+        compute again)."""
+        total = 0
+        for op in self.tape.ops:
+            if op.kind == "call":
+                for o in (op.outs if type(op.outs) is tuple else (op.outs,)):
+                    if o is not None:
+                        total += o.nbytes
+        return total
+
 
 def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
           has_aux: bool = False, keyed_ints: frozenset | None = None,
