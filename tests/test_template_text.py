@@ -3,6 +3,7 @@ inspect's tokenizer: the text must parse to the same tree inspect's text does, f
 registered template, and a def whose text reaches back to its column falls back to inspect."""
 import ast
 import inspect
+import os
 import textwrap
 
 import knetc  # noqa: F401  (registers the rules)
@@ -12,7 +13,8 @@ from knetc.rules import registry
 def _templates():
     for rule in list(registry._rules.values()):
         t = getattr(rule, "template", None)
-        if t is not None and hasattr(t, "__code__"):
+        # (templates from files: units' and users' emitters made by exec have no text to read)
+        if t is not None and hasattr(t, "__code__") and os.path.isfile(t.__code__.co_filename):
             yield t
 
 
