@@ -35,7 +35,8 @@ MAX_BRANCHES = 16   # guarded variants kept per argument key (branches, data-dep
 # traced with units, though: if it made and used some (helpers called again alike: a tree's
 # nodes, an unrolled loop's steps), it runs at tier 0 with them, and its key, back at once as
 # the second call (fixed shapes), is compiled written out whole (measured 2026-11-30 on the DyNet
-# treenn: its first step after the first call 42 → 35 ms, torch 43; the first call 75-83 → 71 ms).
+# treenn: its first step after the first call 42 → 33-36 ms, torch 34-58; the first call, which
+# now compiles the unit backwards, 60-66 ms either way).
 TIER0_AFTER = 1
 # A specialization whose trace (this call's forward pass, run while specializing) took this long
 # runs at tier 0 even before that: its first call then costs one forward pass, not two (and
