@@ -367,6 +367,43 @@ def test_array_methods_3d(f):
     check(f, rnd((2, 3, 4)))
 
 
+def m_std(x): return x.std() + np.sum(np.sin(x.std(axis=0, ddof=1)))
+def m_var(x): return np.sum(x.var(axis=1, keepdims=True) * x) + x.var()
+def m_cumsum(x): return np.sum(np.sin(x.cumsum(axis=1))) + np.sum(x.cumsum() * np.arange(12.0))
+def m_cumprod(x): return np.sum(np.sin(x.cumprod(axis=0))) + np.sum(x.cumprod(1))
+def m_trace(x): return x.trace() + x.trace(offset=1) ** 2 + x.trace(1, 0, 1)
+def m_diagonal(x): return np.sum(np.sin(x.diagonal()) + x.diagonal(1) ** 2)
+def m_repeat(x): return np.sum(np.sin(x.repeat(2, axis=0)) * np.arange(24.0).reshape(6, 4))
+def m_take(x): return np.sum(np.sin(x.take([2, 0, 2], axis=1))) + x.take(5) * 2.0
+def m_round(x): return np.sum(x * x.round(1))              # round: derivative 0 where it has one
+def m_argsort(x): return np.sum(np.sin(x[0][x[0].argsort()]) * np.arange(4.0))
+def m_nonzero(x): return np.sum(np.sin(x[(x > 0.6).nonzero()]))
+def m_searchsorted(x): return np.sum(x[1] * np.sort(x[0]).searchsorted(x[1]))
+
+
+METHODS_MORE = [m_std, m_var, m_cumsum, m_cumprod, m_trace, m_diagonal, m_repeat, m_take,
+                m_round, m_argsort, m_nonzero, m_searchsorted]
+
+
+@pytest.mark.parametrize("f", METHODS_MORE)
+def test_more_array_methods(f):
+    """Methods with the NumPy function's parameters: gradients against finite differences, and
+    the loss as plain Python computes it."""
+    x = pos((3, 4)) * RNG.choice([-1.0, 1.0], size=(3, 4))
+    check(f, x)
+    _, loss = knetc.gradloss(f)(x)
+    assert loss == pytest.approx(f(x), rel=1e-12)
+
+
+def test_methods_that_change_the_array_in_place_are_refused():
+    def f(x):
+        y = x * 2.0
+        y.sort()
+        return np.sum(y)
+    with pytest.raises(knetc.KnetcError, match=r"\.sort"):
+        knetc.grad(f)(rnd((4,)))
+
+
 # ---------------------------------------------------------------------------------------------
 # Shape manipulation
 

@@ -231,6 +231,13 @@ _METHODS = {
     "item": lambda t, x: lambda: t.apply(float, (x,)),
     "astype": lambda t, x: lambda dtype, **k: t.apply(prims.astype, (x, np.dtype(dtype))),
 }
+# Methods whose parameters are their NumPy function's after the array (x.std(axis, dtype, out,
+# ddof) is np.std(x, axis, dtype, out, ddof)). Not here: those that change the array in place
+# (sort, fill, put, resize), and ptp, which NumPy 2 arrays no longer have.
+for _name in ("std", "var", "cumsum", "cumprod", "trace", "diagonal", "repeat", "take", "round",
+              "argsort", "nonzero", "searchsorted"):
+    _METHODS[_name] = (lambda f: lambda t, x: lambda *a, **k: t.apply(f, (x,) + a, k))(
+        getattr(np, _name))
 
 
 
