@@ -3,7 +3,7 @@
 Tier 0 (pipeline.run_traced) runs a specialization's adjoint once, over the values its trace
 recorded: code that runs once costs less walked than compiled (measured 2026-11-30 on the DyNet
 treenn's first tree of 29 nodes: ``compile()`` of its 700-line adjoint took 7.5 ms and rendering
-it 1 ms; walking it costs about as much as running the compiled code's bytecode once more).
+it 1 ms; walking it took about 2 ms longer than running the compiled code).
 Code that runs again and again is compiled (codegen), as it always was.
 
 The meaning of every node is Python's, as ``ir`` renders it: names are read from one dict of
