@@ -48,6 +48,11 @@ SLOW_TRACE = 0.1
 # (measured 2026-11-30: the DyNet rnnlm's first gradient, 30 MB of values, traced in 50-100
 # ms: compiled and run 257 ms, at tier 0 177 ms; torch 188).
 HEAVY_TRACE = 1 << 23
+# An entry compiled with units (a structure that came back while its function's calls mostly
+# missed) is compiled again written out whole once it has been hit this many times: its units'
+# backwards run their helpers' forward again, which code reused this often should not pay (a
+# model of fixed shapes whose first keys alternated, or a tree seen in epoch after epoch).
+WRITE_OUT_AFTER = 16
 # A first sighting whose trace recorded this many operations runs at tier 0 too: compiling the
 # whole function costs about as much as specializing it again (a parse tree of 60 nodes: 1300
 # operations, 25 ms of compile() and a second forward pass), which a structure that never comes
@@ -363,6 +368,8 @@ class Grad(Inlinable):
             return self._cache.learn(traced.tape.steered)
 
     def _store(self, key, entry: Entry) -> None:
+        if entry.units:
+            self._count_hits(key, entry)
         with self._lock:
             if entry.on_device:
                 self._cache.device_code = True
@@ -375,6 +382,37 @@ class Grad(Inlinable):
             del entries[MAX_BRANCHES:]   # guarded variants of one key: keep the recent ones
             self._evict()
         _log(entry)
+
+    def _count_hits(self, key, entry: Entry) -> None:
+        """Make ``entry`` (compiled with units) count its hits: at WRITE_OUT_AFTER, the call's
+        arguments are specialized again without units and that entry replaces it."""
+        # (a weak reference: the shared cache must not keep its function alive; a Grad made
+        # for one call, as in knetc.grad(f)(x) in a loop, is gone by then, and the entry stays)
+        run, hits, owner = entry.run, [0], weakref.ref(self)
+
+        def counted(*args):
+            result = run(*args)     # (a guard that fails raises before anything is counted)
+            hits[0] += 1
+            if hits[0] == WRITE_OUT_AFTER:
+                grad = owner()
+                if grad is not None:
+                    grad._write_out(args, key, entry)
+            return result
+        entry.run = counted
+
+    def _write_out(self, bound: tuple, key, old: Entry) -> None:
+        """Compile ``bound``'s specialization written out whole, in place of ``old``. This
+        call's result is already made: if specializing fails, ``old`` stays."""
+        with watching(), _collection_paused(), prims.training_mode(_training()):
+            try:
+                self._specialize_bound(bound, key=key)
+            except (errors.KnetcError, errors.GuardFailed):
+                return
+        with self._lock:
+            for entries in self._cache.values():
+                if old in entries and len(entries) > 1:
+                    entries.remove(old)
+                    break
 
     def _evict(self) -> None:
         """Keep at most MAX_ENTRIES keys: the oldest go first, but a key hit since it was last

@@ -516,3 +516,45 @@ def test_an_output_without_gradient_takes_zeros_and_stays_exact(last, monkeypatc
     if last < 1:
         num = numeric_grad(lambda W: run_two({**w, "W2": W}, x, cs), w["W2"].copy())
         np.testing.assert_allclose(got["W2"], num, rtol=1e-6, atol=1e-9)
+
+
+def rnn_cell(w, h, x):
+    return np.tanh(h @ w["U"] + x @ w["W"] + w["b"])
+
+
+def rnn_loss(w, xs):
+    h = np.zeros(3)
+    for x in xs:
+        h = rnn_cell(w, h, x)
+    return np.sum(h ** 2)
+
+
+def test_an_entry_compiled_with_units_is_written_out_whole_once_hit_often(monkeypatch):
+    """Two sequence lengths alternating from the first call look like a new structure every
+    call: both are compiled with the cell as a unit. Hit WRITE_OUT_AFTER times, each is compiled
+    again written out whole (a unit's backward runs its forward again), with the same gradient."""
+    from knetc import api
+    monkeypatch.setattr(api, "WRITE_OUT_AFTER", 4)
+
+    def loss(w, xs):                      # a fresh function: a cache of its own
+        return rnn_loss(w, xs)
+    units._units.clear()
+    units._seen.clear()
+    r = np.random.default_rng(8)
+    w = {"U": r.standard_normal((3, 3)) * 0.5, "W": r.standard_normal((2, 3)),
+         "b": r.standard_normal(3)}
+    seqs = [r.standard_normal((6, 2)), r.standard_normal((8, 2))]
+    with settings.override(units=False):
+        want = [knetc.grad(lambda w, xs: rnn_loss(w, xs))(w, xs) for xs in seqs]
+    g = knetc.grad(loss)
+    kinds = []
+    for i in range(16):
+        _agree(g(w, seqs[i % 2]), want[i % 2])
+        kinds.append(sorted(e.units for es in g._cache.values() for e in es))
+    assert kinds[3] == [True, True]                 # compiled with units at their comebacks
+    assert kinds[-1] == [False, False]              # written out whole after four hits each
+    assert all("vjp" not in e.source for es in g._cache.values() for e in es)
+    info = knetc.cache_info(loss)
+    assert info.entries == 2 and info.misses == 4
+    num = numeric_grad(lambda W: rnn_loss({**w, "W": W}, seqs[1]), w["W"].copy())
+    np.testing.assert_allclose(g(w, seqs[1])["W"], num, rtol=1e-6, atol=1e-9)

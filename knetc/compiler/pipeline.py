@@ -39,6 +39,7 @@ class Entry:
     run: object = None
     on_device: bool = False   # generated for arrays not NumPy's (the GPU switches apply to it)
     used: bool = False        # hit since the cache's eviction last looked (knetc.api)
+    units: bool = False       # calls helpers as units (compiler/units.py) instead of inlining them
 
     def __post_init__(self):
         if self.run is None:
@@ -220,7 +221,7 @@ def compile_trace(tr: Trace) -> Entry:
     nops = sum(1 for s in stmts if type(s) not in (ir.Free, ir.Return))
     run = _in_mode(compiled, tr.training) if _reads_training(tape) else compiled
     return Entry(compiled, source, name, nops, time.perf_counter() - tr.started, info=info, run=run,
-                 on_device=xp is not np)
+                 on_device=xp is not np, units=tr.unit_calls > 0)
 
 
 def _reads_training(tape) -> bool:
