@@ -558,3 +558,42 @@ def test_an_entry_compiled_with_units_is_written_out_whole_once_hit_often(monkey
     assert info.entries == 2 and info.misses == 4
     num = numeric_grad(lambda W: rnn_loss({**w, "W": W}, seqs[1]), w["W"].copy())
     np.testing.assert_allclose(g(w, seqs[1])["W"], num, rtol=1e-6, atol=1e-9)
+
+
+def pair(w, i, j):                        # reads two rows of an embedding: a gathering unit
+    return np.tanh(w["E"][i] * 0.5 + w["E"][j] @ w["U"][:, :3] + w["b"])
+
+
+def pairs_loss(w, pairs):
+    return sum(np.sum(pair(w, i, j) ** 2) for i, j in pairs)
+
+
+def test_a_repeated_word_does_not_compile_a_units_backward_again(monkeypatch):
+    """A unit that gathers two rows of an embedding takes a row per int argument, the same
+    word twice included: its backward has one shape per kind, so a call whose two words are
+    equal reuses it (rows made unique had another shape: another compile inside a hit)."""
+    from knetc import api
+
+    def loss(w, pairs):
+        return pairs_loss(w, pairs)
+    units._units.clear()
+    units._seen.clear()
+    w = params()
+    g = knetc.grad(loss)
+    r = np.random.default_rng(12)
+    for n in (5, 6, 7, 8):               # new lengths: misses, at tier 0, make the unit
+        g(w, [(int(a), int(b)) for a, b in r.integers(0, 9, (n, 2)) if a != b] or [(0, 1)])
+    distinct = [(1, 2), (3, 4), (5, 6), (7, 8), (0, 2)]
+    g(w, distinct)
+    g(w, distinct)                        # back: compiled (with the unit), then a hit
+    made = []
+    real = api.compile_trace
+    monkeypatch.setattr(api, "compile_trace", lambda tr: made.append(tr) or real(tr))
+    repeated = [(1, 1), (3, 3), (5, 6), (7, 7), (0, 0)]
+    got = g(w, repeated)
+    assert made == [] and knetc.cache_info(loss).hits >= 2
+    with settings.override(units=False):
+        want = knetc.grad(lambda w, p: pairs_loss(w, p))(w, repeated)
+    _agree(got, want)
+    num = numeric_grad(lambda E: pairs_loss({**w, "E": E}, repeated), w["E"].copy())
+    np.testing.assert_allclose(got["E"], num, rtol=1e-6, atol=1e-9)
