@@ -413,10 +413,9 @@ class Grad(Inlinable):
             except (errors.KnetcError, errors.GuardFailed):
                 return
         with self._lock:
-            for entries in self._cache.values():
-                if old in entries and len(entries) > 1:
-                    entries.remove(old)
-                    break
+            entries = self._cache.get(key)
+            if entries and old in entries and len(entries) > 1:
+                entries.remove(old)
 
     def _evict(self) -> None:
         """Keep at most MAX_ENTRIES keys: the oldest go first, but a key hit since it was last

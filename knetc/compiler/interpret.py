@@ -64,7 +64,7 @@ def run(stmts: list[ir.Stmt], env: dict):
                 env[s.target] = value
             elif t is ir.Guard:
                 if ev(s.test, env):
-                    guard = ev(ir.Name("_GuardFailed"), env)
+                    guard = _name("_GuardFailed", env)
                     raise guard() if s.line is None else guard(s.line)
             elif t is ir.Store:
                 _store(s.target, ev(s.value, env), env)
@@ -72,8 +72,7 @@ def run(stmts: list[ir.Stmt], env: dict):
                 env[s.target] = ev(s.base, env) + ev(s.value, env)
             elif t is ir.ScatterAdd:
                 base = ev(s.zeros if s.base is None else s.base, env)
-                env[s.target] = ev(ir.Name("index_add"), env)(base, ev(s.index, env),
-                                                              ev(s.value, env))
+                env[s.target] = _name("index_add", env)(base, ev(s.index, env), ev(s.value, env))
             else:
                 raise TypeError(f"knetc: no interpretation of the statement {s!r}")
         except Exception as e:
@@ -104,18 +103,23 @@ def _store(target: ir.Expr, value, env: dict) -> None:
         raise TypeError(f"knetc: no interpretation of a store into {target!r}")
 
 
+def _name(name: str, env: dict):
+    """What ``name`` means in module-level code whose globals are ``env``."""
+    v = env.get(name, _MISSING)
+    if v is _MISSING:
+        v = _BUILTINS.get(name, _MISSING)
+        if v is _MISSING:
+            raise NameError(f"name {name!r} is not defined")
+    return v
+
+
 def ev(e: ir.Expr, env: dict):
     """The value of expression ``e``."""
     t = type(e)
     if t is ir.Var:
         return env[e.sym.name]
     if t is ir.Name:
-        v = env.get(e.id, _MISSING)
-        if v is _MISSING:
-            v = _BUILTINS.get(e.id, _MISSING)
-            if v is _MISSING:
-                raise NameError(f"name {e.id!r} is not defined")
-        return v
+        return _name(e.id, env)
     if t is ir.Const:
         return e.value
     if t is ir.Call:

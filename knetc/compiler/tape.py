@@ -208,21 +208,22 @@ def _as_shape(args):
     return args[0] if len(args) == 1 else tuple(args)
 
 
-# Array methods: name -> function building the equivalent primitive call.
+def _as_function(f):
+    """A method whose parameters are NumPy function ``f``'s after the array (x.std(axis,
+    dtype, out, ddof) is np.std(x, axis, dtype, out, ddof))."""
+    return lambda t, x: lambda *a, **k: t.apply(f, (x,) + a, k)
+
+
+# Array methods: name -> function building the equivalent primitive call. Not here: those that
+# change the array in place (sort, fill, put, resize), and ptp, which NumPy 2 arrays no longer
+# have.
 _METHODS = {
-    "sum": lambda t, x: lambda *a, **k: t.apply(np.sum, (x,) + a, k),
-    "mean": lambda t, x: lambda *a, **k: t.apply(np.mean, (x,) + a, k),
-    "max": lambda t, x: lambda *a, **k: t.apply(np.max, (x,) + a, k),
-    "min": lambda t, x: lambda *a, **k: t.apply(np.min, (x,) + a, k),
-    "prod": lambda t, x: lambda *a, **k: t.apply(np.prod, (x,) + a, k),
+    **{name: _as_function(getattr(np, name)) for name in (
+        "sum", "mean", "max", "min", "prod", "clip", "squeeze", "argmax", "argmin", "all", "any",
+        "std", "var", "cumsum", "cumprod", "trace", "diagonal", "repeat", "take", "round",
+        "argsort", "nonzero", "searchsorted")},
     "dot": lambda t, x: lambda b: t.apply(np.dot, (x, b)),
-    "clip": lambda t, x: lambda *a, **k: t.apply(np.clip, (x,) + a, k),
-    "squeeze": lambda t, x: lambda *a, **k: t.apply(np.squeeze, (x,) + a, k),
     "swapaxes": lambda t, x: lambda *a: t.apply(np.swapaxes, (x,) + a),
-    "argmax": lambda t, x: lambda *a, **k: t.apply(np.argmax, (x,) + a, k),
-    "argmin": lambda t, x: lambda *a, **k: t.apply(np.argmin, (x,) + a, k),
-    "all": lambda t, x: lambda *a, **k: t.apply(np.all, (x,) + a, k),
-    "any": lambda t, x: lambda *a, **k: t.apply(np.any, (x,) + a, k),
     "reshape": lambda t, x: lambda *a: t.apply(np.reshape, (x, _as_shape(a))),
     "transpose": lambda t, x: lambda *a: t.apply(np.transpose, (x, _as_shape(a)) if a else (x,)),
     "flatten": lambda t, x: lambda: t.apply(np.reshape, (x, (-1,))),
@@ -231,13 +232,6 @@ _METHODS = {
     "item": lambda t, x: lambda: t.apply(float, (x,)),
     "astype": lambda t, x: lambda dtype, **k: t.apply(prims.astype, (x, np.dtype(dtype))),
 }
-# Methods whose parameters are their NumPy function's after the array (x.std(axis, dtype, out,
-# ddof) is np.std(x, axis, dtype, out, ddof)). Not here: those that change the array in place
-# (sort, fill, put, resize), and ptp, which NumPy 2 arrays no longer have.
-for _name in ("std", "var", "cumsum", "cumprod", "trace", "diagonal", "repeat", "take", "round",
-              "argsort", "nonzero", "searchsorted"):
-    _METHODS[_name] = (lambda f: lambda t, x: lambda *a, **k: t.apply(f, (x,) + a, k))(
-        getattr(np, _name))
 
 
 
