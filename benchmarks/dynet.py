@@ -8,9 +8,11 @@ same initial weights with plain SGD, a step per minibatch (rnnlm) or sentence (t
 
 1. Same math first: the loss and every gradient of the first step on the same weights and data,
    knetc against each peer (loss to 1e-5 relative, gradients to 1e-4 of their largest entry).
-2. First call: the first step alone, and the first chunk of sentences, per framework (the
-   JSON also has each framework's very first gradient of the model, the one checked in 1:
-   knetc compiles it whole, torch's first in the process initializes torch).
+2. First call: the first step alone, and the first chunk of sentences, per framework; and,
+   printed after the table, each framework's very first gradient of the model, the one
+   checked in 1 (knetc reads the model's source and specializes it, its time split by
+   compiler stage with ``knetc.compile_times``; torch's first in the process initializes
+   torch).
 3. Warm-up: every framework trains on the same next ``--warm`` examples (a small part of an
    epoch: 300 of WikiNER's 142,153 sentences in --quick), timed and reported as the warm-up
    rate. knetc's cache fills with the sentence lengths and tree shapes that recur; torch and
@@ -385,7 +387,8 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
     if len(exs) < need:
         raise ValueError(f"{model}: {len(exs)} examples, {need} needed")
     first_grad: dict = {}
-    check = verify(model, spec, w0, exs[-1], peers, first_grad)
+    with knetc.compile_times() as stages:      # where knetc's very first gradient went
+        check = verify(model, spec, w0, exs[-1], peers, first_grad)
     info0 = knetc.cache_info(KNETC[model].lossgrad)
     steps = make_steps(model, spec, w0, lr, peers)
     names = list(steps)
@@ -430,6 +433,7 @@ def bench(model, size, rounds, chunk, peers, lr=0.1, warm=0) -> dict:
         again[name] = sum(map(units, exs[:chunk])) / (time.perf_counter() - t)
     row = {"model": model, "unit": "sentences/s" if model == "treenn" else "words/s",
            "verify": check, "first_grad_s": first_grad, "first": first, "warm": warm,
+           "first_grad_stages_s": {k: v for k, v in stages.items() if stages.counts[k]},
            "warm_rate": warm_rate,
            "rate": {k: statistics.median(v) for k, v in rates.items()}, "again": again,
            "rates": rates,
@@ -495,6 +499,18 @@ def report(rows) -> str:
     return "\n".join(lines)
 
 
+def report_first(rows) -> str:
+    """Each model's very first gradient in the process, knetc's by compiler stage
+    (knetc.compile_times: the rest is running code and cache lookups)."""
+    lines = ["very first gradient in this process, ms: knetc (its compiler stages) / torch"]
+    for r in rows:
+        fg, st = r["first_grad_s"], r["first_grad_stages_s"]
+        stages = ", ".join(f"{k} {v * 1e3:.1f}" for k, v in st.items())
+        torch_ms = f"{fg['torch'] * 1e3:.1f}" if "torch" in fg else "-"
+        lines.append(f"  {r['model']:<13}{fg['knetc'] * 1e3:.1f} ({stages}) / {torch_ms}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> list:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer rounds and sentences")
@@ -542,6 +558,7 @@ def main(argv=None) -> list:
                     warm=warms[m] if a.warm is None else a.warm)
         rows.append(row)
         print(report([row]).split("\n")[-1] if len(rows) > 1 else report([row]), flush=True)
+    print(report_first(rows), flush=True)
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=1)

@@ -10,6 +10,7 @@ from .rules import load_all as _load_rules
 from .rules.registry import adjoint, adjoint_emitter, nondifferentiable
 from .errors import KnetcError, LossError, MutationError, NoRuleError, UnsupportedSyntax
 from .compiler.tape import PrecisionWarning
+from .compiler.timings import CompileTimes, compile_times
 from .api import (Differentiable, Grad, cache_info, differentiable, grad, gradloss, show,
                   value_and_grad)
 from .runtime.prims import (elu, erf, gelu, getval, logp, logsumexp, mat, relu, selu, sigm,
@@ -38,7 +39,7 @@ __all__ = [
     "adjoint", "adjoint_emitter", "nondifferentiable",
     "KnetcError", "LossError", "MutationError", "NoRuleError", "UnsupportedSyntax", "PrecisionWarning",
     "Differentiable", "Grad", "cache_info", "differentiable", "grad", "gradloss", "show",
-    "value_and_grad", "SparseRows",
+    "value_and_grad", "SparseRows", "CompileTimes", "compile_times",
     "elu", "erf", "gelu", "getval", "logp", "logsumexp", "mat", "relu", "selu", "sigm", "softmax",
     "training", "training_mode",
     "SGD", "Adadelta", "Adagrad", "Adam", "Momentum", "Nesterov", "Rmsprop", "optimizers", "update",

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 import gast
 
 from ..errors import ArgumentError, KnetcError, NoRuleError, UnsupportedSyntax
+from .timings import timed
 
 # Hints for constructs users meet most (any other unsupported node gets a generic one).
 _HINTS = {
@@ -138,6 +139,7 @@ def _forget(table: dict, key):
     return drop
 
 
+@timed("parse")
 def _parse(fn, code, allowed) -> Parsed:
     with _lock:
         given = _given.get(id(code))
@@ -189,6 +191,9 @@ def _node_from_lines(fn, code, lines):
     text does not compile to the running code."""
     filename = code.co_filename
     flags = code.co_flags & _FUTURE_FLAGS
+    alone = _def_alone(fn, code, lines, flags)
+    if alone is not None:
+        return alone
     whole = _whole_file(filename, "".join(lines), flags)
     if whole is not None:
         tree, module = whole
@@ -197,6 +202,65 @@ def _node_from_lines(fn, code, lines):
             raise _stale(fn, code)
         return gast.ast_to_gast(node)    # only this function's part of the file
     return _parse_alone(fn, code, flags)
+
+
+def def_block(lines: list[str], first: int) -> str | None:
+    """The text of the def whose first line (its first decorator's) is line ``first`` of
+    ``lines``, read by indentation: the decorators, the def line, then the lines after it while
+    they are blank, comments, or indented deeper than the def. None when line ``first`` does not
+    start one. A string or bracket reaching back to the def's column cuts the text short; it then
+    fails to parse or to compile to the running code, and the caller reads the whole file."""
+    start = first - 1
+    if not 0 <= start < len(lines):
+        return None
+    head = lines[start]
+    base = len(head) - len(head.lstrip())
+    end = start
+    while True:                     # the decorators: lines of "@" or deeper, up to the def
+        if end >= len(lines):
+            return None
+        line = lines[end]
+        text = line.lstrip()
+        depth = len(line) - len(text)
+        if depth == base and text.startswith(("def ", "async def ")):
+            break
+        if text and not text.startswith("#") and depth <= base and not text.startswith("@"):
+            return None
+        end += 1
+    end += 1
+    last = end
+    while end < len(lines):
+        line = lines[end]
+        text = line.lstrip()
+        if text and not text.startswith("#"):
+            if len(line) - len(text) <= base:
+                break
+            last = end + 1          # (comments and blank lines after the body are left out)
+        end += 1
+    return "".join(lines[start:last])
+
+
+def _def_alone(fn, code, lines, flags):
+    """The gast node of a module-level def, from its own lines compiled alone and compared with
+    the running code, or None (then the whole file decides). Compiling and parsing a whole file
+    cost 1.5-3 ms (a model's file, knetc's metrics.py), most of a small model's first gradient;
+    one def costs a tenth of that. Lambdas, closures and methods (their text alone compiles to
+    other code: free variables, ``__class__``, mangled names) always take the whole file."""
+    if code.co_name == "<lambda>" or code.co_freevars:
+        return None
+    text = def_block(lines, code.co_firstlineno)
+    if text is None or text[:1].isspace():
+        return None
+    try:    # (the blank lines put the def on its line in the file, without a walk to move it)
+        tree = ast.parse("\n" * (code.co_firstlineno - 1) + text)
+    except (SyntaxError, ValueError):
+        return None
+    node = tree.body[0] if len(tree.body) == 1 else None
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.name != code.co_name:
+        return None
+    if not any(_compiles_to(t, code.co_filename, flags, code) for t in _variants(fn, code, text)):
+        return None
+    return gast.ast_to_gast(node)
 
 
 def _no_source(fn, code) -> NoRuleError:
@@ -260,6 +324,7 @@ def provide_source(fn, text) -> None:
         _given[id(code)] = (weakref.ref(code, _forget(_given, id(code))), found, pseudo, text)
 
 
+@timed("parse")
 def define(name: str, text: str, namespace: dict, label: str):
     """The function ``name`` that knetc itself writes as ``text`` (one def), run in
     ``namespace``: its code is compiled from the very tree registered as its source, so the
@@ -481,9 +546,17 @@ def _parse_alone(fn, code, flags):
     if code.co_freevars:     # a closure: its free variables are the enclosing function's locals
         wrapped = "def _knetc_enclosing_():\n" + "".join(f"    {v} = None\n" for v in code.co_freevars) \
             + textwrap.indent(source, "    ")
-    # How Python compiles ``np.sum(x)`` depends on whether the module imported ``np`` (a module's
-    # attribute is loaded, not a method): the names of modules in the function's globals are
-    # declared imported in a second try.
+    if node is None or not any(_compiles_to(text, filename, flags, code)
+                               for text in _variants(fn, code, wrapped)):
+        raise _stale(fn, code)
+    return node
+
+
+def _variants(fn, code, source):
+    """The text ``source`` as the code's file compiles it: how Python
+    compiles ``np.sum(x)`` depends on whether the module imported ``np`` (a module's attribute
+    is loaded, not a method), so when the function names modules of its globals, first with
+    those names declared imported, then as it is."""
     names = set()
     todo = [code]
     while todo:
@@ -491,10 +564,9 @@ def _parse_alone(fn, code, flags):
         names.update(c.co_names)
         todo.extend(k for k in c.co_consts if type(k) is type(code))
     imported = sorted(n for n in names if isinstance(getattr(fn, "__globals__", {}).get(n), types.ModuleType))
-    tries = [wrapped] + (["".join(f"import sys as {n}\n" for n in imported) + wrapped] if imported else [])
-    if node is None or not any(_compiles_to(text, filename, flags, code) for text in tries):
-        raise _stale(fn, code)
-    return node
+    if imported:
+        yield "".join(f"import sys as {n}\n" for n in imported) + source
+    yield source
 
 
 def _compiles_to(text, filename, flags, code) -> bool:

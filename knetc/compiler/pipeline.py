@@ -20,6 +20,7 @@ from .shapes import shapes_from_tape
 from .reverse import Adjoint
 from .specialize import Specializer
 from .tape import Sym, Tape, identifier
+from .timings import stage, timed
 from .values import call_expr, dtype_expr, value_expr
 
 
@@ -127,7 +128,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
             call_kwargs[p] = value
         else:
             call_args.append(value)
-    with pool.off():    # the values of one call: no buffers kept for later (runtime/pool.py)
+    # (pool.off: the values of one call, no buffers kept for later; runtime/pool.py)
+    with pool.off(), stage("specialize"):
         result = spec.run(fn, call_args, call_kwargs)
     aux = None
     if has_aux:
@@ -136,7 +138,8 @@ def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool =
     # GPU fusion reads named values only: there, slices of gradients keep their own statements.
     adj = Adjoint(tape, pure, inline_views=not _fuses(xp))
     if type(loss) is Sym and loss.diff:
-        adj.run(loss)
+        with stage("adjoint"):
+            adj.run(loss)
     return Trace(fn, params, args, argnums, pure, xp, tape, adj, wrt, loss, t0, several, aux,
                  has_aux, prims.training(),
                  None if keyed_ints is None else keyed_ints | frozenset(tape.steered),
@@ -166,6 +169,7 @@ def _split_aux(result, fn, loc):
              "values; it is returned as it is, never differentiated).")
 
 
+@timed("compile")
 def compile_trace(tr: Trace) -> Entry:
     """Generate, optimize and compile the whole adjoint function of a trace."""
     fn, params, args, tape, adj, xp = tr.fn, tr.params, tr.args, tr.tape, tr.adj, tr.xp
@@ -287,6 +291,7 @@ def can_run_traced(tr: Trace) -> bool:
     return True
 
 
+@timed("tier 0")
 def run_traced(tr: Trace) -> tuple:
     """``(gradient, loss)`` of the traced call: its stores, then its adjoint over the tape's values."""
     tape, adj = tr.tape, tr.adj

@@ -46,6 +46,8 @@ import os
 import textwrap
 import threading
 
+from ..compiler.parse import def_block
+from ..compiler.timings import timed
 from ..runtime.backend import numpy_twin
 
 __all__ = ["adjoint", "adjoint_emitter", "nondifferentiable", "alias", "static", "unbroadcast", "lookup",
@@ -255,43 +257,17 @@ def _template_def(tmpl) -> tuple:
 
 
 def _block(tmpl) -> str | None:
-    """The text of a template's def (decorators first), dedented, read by indentation: lines
-    after its ``def`` line belong to it while they are blank, comments, or indented deeper
-    than the def (measured 2026-11-30: inspect, which tokenizes, took 0.3 ms a template, a
-    tenth of a differentiated tree LSTM's first call). A string or bracket reaching back to the
-    def's column cuts it short, and then it does not parse: ``_template_def`` asks inspect."""
+    """The text of a template's def (decorators first), dedented, read by indentation
+    (``parse.def_block``; measured 2026-11-30: inspect, which tokenizes, took 0.3 ms a
+    template, a tenth of a differentiated tree LSTM's first call). A string or bracket reaching
+    back to the def's column cuts it short, and then it does not parse: ``_template_def`` asks
+    inspect."""
     code = tmpl.__code__
-    lines = linecache.getlines(code.co_filename)
-    start = code.co_firstlineno - 1
-    if not 0 <= start < len(lines):
-        return None
-    head = lines[start]
-    base = len(head) - len(head.lstrip())
-    end = start
-    while True:                     # the decorators: lines of "@" or deeper, up to the def
-        if end >= len(lines):
-            return None
-        line = lines[end]
-        text = line.lstrip()
-        depth = len(line) - len(text)
-        if depth == base and text.startswith("def "):
-            break
-        if text and not text.startswith("#") and depth <= base and not text.startswith("@"):
-            return None
-        end += 1
-    end += 1
-    last = end
-    while end < len(lines):
-        line = lines[end]
-        text = line.lstrip()
-        if text and not text.startswith("#"):
-            if len(line) - len(text) <= base:
-                break
-            last = end + 1          # (comments and blank lines after the body are left out)
-        end += 1
-    return textwrap.dedent("".join(lines[start:last]))
+    block = def_block(linecache.getlines(code.co_filename), code.co_firstlineno)
+    return None if block is None else textwrap.dedent(block)
 
 
+@timed("rules")
 def _compile_template(rule: Rule):
     from ..compiler import ir
     tmpl = rule.template
