@@ -3,10 +3,8 @@ replaced ``__code__`` (autoreload), files edited on disk without a reload, ident
 files, complex and boolean losses, higher-order gradients (zeros, third and fourth order, grad
 inside grad), ``show`` for guarded branches, and size-1 losses of any rank. Values are checked
 against central finite differences in float64; errors by type, file and line."""
-import importlib.util
 import inspect
 import os
-import sys
 import textwrap
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 
 import knetc
 from knetc import KnetcError, LossError, api, settings
+from modfiles import edit, reload, write_module
 
 HERE = os.path.abspath(__file__)
 rng = np.random.default_rng(7)
@@ -30,35 +29,6 @@ def line_of(fn, text):
 def close_to_numeric(f, *args, argnum=0, rtol=1e-6, atol=1e-7):
     """grad(f)(*args) against central finite differences (float64), also its shape."""
     assert knetc.gradcheck(f, *args, argnum=argnum, rtol=rtol, atol=atol)
-
-
-_counter = iter(range(10**6))
-
-
-def write_module(tmp_path, text, name=None):
-    """Write ``text`` as a new module file and import it; returns (module, path)."""
-    name = name or f"_knetc_tmp_mod_{next(_counter)}_{os.getpid()}"
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(text))
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod, str(path)
-
-
-def reload(mod):
-    """importlib.reload for a module loaded from a file outside sys.path: run it again."""
-    mod.__spec__.loader.exec_module(mod)
-    return mod
-
-
-def edit(path, text):
-    """Rewrite a file and move its mtime on (linecache notices by size and mtime)."""
-    st = os.stat(path)
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(text))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
 
 
 # -- 1. __code__ replaced in place (IPython's autoreload) ---------------------------------------

@@ -3,10 +3,6 @@ parsed, and compiled alone to compare with the running code, instead of compilin
 its whole file. Every text the indentation reader gets wrong (a string or bracket reaching back
 to column 0) must still give the right gradient, by the whole file; line numbers in errors
 stay the file's; a stale def is still refused. Gradients against central finite differences."""
-import importlib.util
-import os
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -14,20 +10,9 @@ import pytest
 import knetc
 from knetc import KnetcError, UnsupportedSyntax
 from knetc.compiler import parse
+from modfiles import edit, reload, write_module
 
 rng = np.random.default_rng(3)
-_counter = iter(range(10**6))
-
-
-def load(tmp_path, text):
-    name = f"_knetc_def_alone_{next(_counter)}_{os.getpid()}"
-    path = tmp_path / f"{name}.py"
-    path.write_text(textwrap.dedent(text))
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod, str(path)
 
 
 def check(f, x):
@@ -43,7 +28,7 @@ def no_whole_file(monkeypatch):
 
 
 def test_plain_defs_are_read_without_their_whole_file(tmp_path, no_whole_file):
-    mod, _ = load(tmp_path, '''
+    mod, _ = write_module(tmp_path, '''
         import numpy as np
         import functools
 
@@ -87,12 +72,12 @@ not code
 
 @pytest.mark.parametrize("name", ["doc", "bracket", "text"])
 def test_text_cut_short_falls_back_to_the_whole_file(tmp_path, name):
-    mod, _ = load(tmp_path, _CUT_SHORT)
+    mod, _ = write_module(tmp_path, _CUT_SHORT)
     check(getattr(mod, name), rng.standard_normal(3))
 
 
 def test_redefined_name_reads_the_running_def(tmp_path, no_whole_file):
-    mod, _ = load(tmp_path, '''
+    mod, _ = write_module(tmp_path, '''
         import numpy as np
 
         def loss(x):
@@ -106,7 +91,7 @@ def test_redefined_name_reads_the_running_def(tmp_path, no_whole_file):
 
 
 def test_future_annotations_and_async_file_lines(tmp_path, no_whole_file):
-    mod, _ = load(tmp_path, '''
+    mod, _ = write_module(tmp_path, '''
         from __future__ import annotations
         import numpy as np
 
@@ -117,7 +102,7 @@ def test_future_annotations_and_async_file_lines(tmp_path, no_whole_file):
 
 
 def test_errors_name_the_file_line(tmp_path):
-    mod, path = load(tmp_path, '''
+    mod, path = write_module(tmp_path, '''
         import numpy as np
 
 
@@ -141,15 +126,12 @@ def test_stale_def_is_refused_and_reloaded_def_is_right(tmp_path):
         def loss(x):
             return np.sum(np.sin(x))
         '''
-    mod, path = load(tmp_path, text)
-    st = os.stat(path)
-    with open(path, "w") as f:
-        f.write(textwrap.dedent(text).replace("np.sin", "np.cos"))
-    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2_000_000_000))
+    mod, path = write_module(tmp_path, text)
+    edit(path, text.replace("np.sin", "np.cos"))
     with pytest.raises(KnetcError) as info:
         knetc.grad(mod.loss)(np.ones(3))
     assert "differs from the running function" in str(info.value)
-    mod.__spec__.loader.exec_module(mod)
+    mod = reload(mod)
     x = rng.standard_normal(3)
     np.testing.assert_allclose(knetc.grad(mod.loss)(x), -np.sin(x))
 
@@ -157,7 +139,7 @@ def test_stale_def_is_refused_and_reloaded_def_is_right(tmp_path):
 def test_file_that_does_not_compile_as_a_whole(tmp_path, no_whole_file):
     """A def in a file with a line Python cannot compile (an IPython magic kept in it after
     the module was loaded): the def alone decides."""
-    mod, path = load(tmp_path, '''
+    mod, path = write_module(tmp_path, '''
         import numpy as np
 
         def loss(x):
