@@ -553,10 +553,10 @@ def _parse_alone(fn, code, flags):
 
 
 def _variants(fn, code, source):
-    """The text ``source`` as the code's file compiles it: how Python
-    compiles ``np.sum(x)`` depends on whether the module imported ``np`` (a module's attribute
-    is loaded, not a method), so when the function names modules of its globals, first with
-    those names declared imported, then as it is."""
+    """The text ``source`` as the code's file compiles it. How Python compiles ``np.sum(x)``
+    depends on whether the module imported ``np`` (a module's attribute is loaded, not a
+    method): when the function names modules of its globals, first with those names declared
+    imported, then as it is."""
     names = set()
     todo = [code]
     while todo:

@@ -40,8 +40,8 @@ class CompileTimes(dict):
     - tier 0: walking a first call's backward once over the recorded values, instead of
       compiling it (with the backward calls of helper units inside it).
 
-    Time outside these (running compiled code, cache lookups, the unit forwards run while
-    specializing count as specializing) is not in any stage."""
+    Running compiled code and cache lookups are in no stage; a helper unit's forward, run while
+    specializing, counts as specializing."""
 
     def __init__(self):
         super().__init__((name, 0.0) for name in STAGES)
@@ -60,7 +60,8 @@ class CompileTimes(dict):
 
 @contextlib.contextmanager
 def compile_times() -> Iterator[CompileTimes]:
-    """Collect the seconds knetc's compiler spends per stage inside the block.
+    """Collect the seconds knetc's compiler spends per stage inside the block (in any thread:
+    a compile another thread runs meanwhile counts too).
 
     >>> with knetc.compile_times() as t:
     ...     g = knetc.grad(loss)(w, x, y)
