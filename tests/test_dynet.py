@@ -213,10 +213,17 @@ def test_benchmark_dry_run(tmp_path):
         assert r["rate"]["knetc"] > 0 and r["first"]["knetc"]["first_step_s"] > 0
         assert r["again"]["knetc"] > 0       # the first chunk's second pass
         assert r["first_grad_s"]["knetc"] > 0
+        # knetc's very first gradient by compiler stage: a first call specializes, and its
+        # stages together take no longer than the gradient did
+        stages = r["first_grad_stages_s"]
+        assert stages["specialize"] > 0 and set(stages) <= {
+            "parse", "rules", "specialize", "adjoint", "compile", "tier 0"}
+        assert sum(stages.values()) <= r["first_grad_s"]["knetc"]
         assert set(r["cache"]) == {"hits", "misses", "entries", "tier0"}
         for peer, err in r["verify"].items():
             assert err["loss"] <= 1e-5 and err["grad"] <= 1e-4, (r["model"], peer)
     assert "treenn" in res.stdout and "sentences/s" in res.stdout
+    assert "very first gradient in this process" in res.stdout
 
 
 def test_benchmark_epochs_mode():
