@@ -74,13 +74,16 @@ class Trace:
     def recorded_bytes(self) -> int:
         """The size of the values its forward pass computed (what running it again would
         compute again)."""
-        total = 0
-        for op in self.tape.ops:
-            if op.kind == "call":
-                for o in (op.outs if type(op.outs) is tuple else (op.outs,)):
-                    if o is not None:
-                        total += o.nbytes
-        return total
+        return sum(o.nbytes for o in _call_outputs(self.tape))
+
+
+def _call_outputs(tape):
+    """The values the tape's primitive calls made (Syms)."""
+    for op in tape.ops:
+        if op.kind == "call":
+            for o in (op.outs if type(op.outs) is tuple else (op.outs,)):
+                if o is not None:
+                    yield o
 
 
 def trace(fn, params: list[str], kinds: list, args: tuple, argnums, pure: bool = False,
@@ -196,11 +199,7 @@ def compile_trace(tr: Trace) -> Entry:
     reads = {o.name for op in tape.ops if op.kind == "read"
              for o in (op.outs if type(op.outs) is tuple else (op.outs,))}
     sizes = dict(adj.nbytes)
-    for op in tape.ops:
-        if op.kind == "call":
-            for o in (op.outs if type(op.outs) is tuple else (op.outs,)):
-                if o is not None:
-                    sizes[o.name] = o.nbytes
+    sizes.update((o.name, o.nbytes) for o in _call_outputs(tape))
     stmts = insert_frees(stmts, keep=set(stmts[-1].uses) | reads | set(params), nbytes=sizes)
     if xp is np and not tr.pure:
         stmts = pool_large(stmts, *known)   # large results reuse memory (knetc/runtime/pool.py)

@@ -46,7 +46,7 @@ import os
 import textwrap
 import threading
 
-from ..compiler.parse import def_block
+from ..compiler.parse import def_block, source_text
 from ..compiler.timings import timed
 from ..runtime.backend import numpy_twin
 
@@ -239,7 +239,6 @@ def _note_file(template) -> None:
 def _template_def(tmpl) -> tuple:
     """``(text, ast.FunctionDef)`` of a template, read from its file (checked against the
     running code when the file changed since it was imported: a KnetcError when it differs)."""
-    from ..compiler.parse import source_text
     stat = _files.get(tmpl.__code__.co_filename)
     if stat is None or _stat(tmpl.__code__.co_filename) != stat:
         src = source_text(tmpl)
